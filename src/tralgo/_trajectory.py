@@ -1,0 +1,396 @@
+"""``TrajectoryRegularized``: TRAlgo around any ``torch.optim.Optimizer``.
+
+Algorithm 1 of Zhang, Qu, Chen & Metaxas (IJCAI 2019), per parameter group, with inner counter
+``k`` in ``0 .. S-1`` (``S = inner_steps``):
+
+.. code-block:: text
+
+    if k == 0:            anchor <- w                      (re-centre the proximal term)
+    lam_k = lam                                 (lam_scaling="constant")
+          = lam * initial_lr / lr               (lam_scaling="inverse_lr"; 0 when lr == 0)
+    g     <- g + lam_k * (w - anchor)           gradient of  f(w) + lam_k/2 ||w - anchor||^2
+    lr_k  = lr / (k + 1)  if inner_lr_decay else lr
+    base optimizer step with g and lr_k         (its own state is never reset)
+    k     <- (k + 1) mod S
+
+``initial_lr`` is the group's ``lr`` at the moment the wrapper first sees the group (construction
+or ``add_param_group``), stored in the group as ``"tr_initial_lr"`` and overridable there.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from tralgo import _functional as F
+
+ANCHOR_KEY = "tralgo_anchor"
+COUNTER_KEY = "inner_step"
+INITIAL_LR_KEY = "tr_initial_lr"
+LAM_SCALINGS = ("constant", "inverse_lr")
+_OPTION_KEYS = ("lam", "inner_steps", "inner_lr_decay", "lam_scaling")
+
+# Bases whose L2 weight decay is ``g + wd * w`` added after the maximize sign and before
+# anything else, on every implementation (for-loop, foreach, fused). For these the ``lam_k * w``
+# half of the proximal gradient is folded into the weight decay the base already applies, so
+# tralgo only has to add ``-lam_k * anchor``: one pass over the gradients instead of two.
+_FOLDABLE_BASES = (torch.optim.SGD, torch.optim.Adam)
+
+
+def check_options(lam: Any, inner_steps: Any, inner_lr_decay: Any, lam_scaling: Any, where: str = "") -> None:
+    """Raise a ValueError/TypeError naming the option and its accepted range."""
+    suffix = f" ({where})" if where else ""
+    if isinstance(lam, bool) or not isinstance(lam, Real) or not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}{suffix}")
+    if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
+        raise ValueError(f"inner_steps must be an int >= 1, got {inner_steps!r}{suffix}")
+    if not isinstance(inner_lr_decay, bool):
+        raise TypeError(f"inner_lr_decay must be True or False, got {inner_lr_decay!r}{suffix}")
+    if lam_scaling not in LAM_SCALINGS:
+        raise ValueError(f"lam_scaling must be one of {LAM_SCALINGS}, got {lam_scaling!r}{suffix}")
+
+
+def _as_float(value: float | Tensor) -> float:
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+def proximal_coefficient(group: dict) -> float:
+    """lam_k of the group's next step, before the ``maximize`` sign."""
+    lam = float(group["lam"])
+    if lam == 0.0 or group["lam_scaling"] == "constant":
+        return lam
+    lr = _as_float(group["lr"])
+    # At lr == 0 the step moves nothing; a coefficient of lam*initial_lr/0 would only put inf/NaN
+    # into the base's state (e.g. Adam's moments), so the proximal term is switched off.
+    return 0.0 if lr == 0.0 else lam * _as_float(group[INITIAL_LR_KEY]) / lr
+
+
+@dataclass
+class _GroupStep:
+    """What one step does to one group, and what must be undone or committed afterwards."""
+
+    group: dict
+    k: int
+    coeff: float  # signed lam_k: negative when the base maximizes
+    lr: Any  # the group's own lr object, restored after the base step
+    folded_weight_decay: Any = None  # the original weight_decay when lam_k*w was folded in
+    params: list[Tensor] = field(default_factory=list)  # params with an anchor for this step
+    anchors: list[Tensor] = field(default_factory=list)
+    new_params: list[Tensor] = field(default_factory=list)  # anchored after the base step
+    new_anchors: list[Tensor] = field(default_factory=list)
+
+
+class TrajectoryRegularized(Optimizer):
+    r"""Wrap an already-built optimizer so that it minimises ``f(w) + lam/2 ||w - w_t||^2``,
+    re-centring ``w_t`` at the current weights every ``inner_steps`` steps (TRAlgo).
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` (SGD, Adam, RMSprop, LBFGS, a third-party class).
+            The wrapper shares its ``param_groups`` and ``state``: a scheduler that changes ``lr``
+            on the wrapper changes what the base uses.
+        lam: the paper's lambda (``lam >= 0``): the gradient of the proximal term is
+            ``lam_k * (w - anchor)``. ``lam = 0`` switches the regulariser off.
+        inner_steps: S, the number of steps between re-anchorings (``>= 1``).
+        inner_lr_decay: use ``lr / (k + 1)`` at inner step ``k`` (the paper's Definition 1 and the
+            authors' code); the group's ``lr`` is restored right after the step.
+        lam_scaling: ``"constant"`` (lam_k = lam) or ``"inverse_lr"`` (lam_k = lam * initial_lr /
+            lr, the authors' behaviour: the pull ``lr * lam_k`` stays constant as a schedule
+            lowers ``lr``). The authors' ``lambda_w`` maps to ``lam = 2 * lambda_w / initial_lr``.
+
+    ``lam``, ``inner_steps``, ``inner_lr_decay`` and ``lam_scaling`` are stored in every param
+    group (like ``lr``) and may differ between groups; each group keeps its own counter
+    ``"inner_step"``. Anchors live in the base's per-parameter state under ``"tralgo_anchor"``,
+    so ``state_dict()`` is the base's standard format and resumes exactly.
+
+    After ``step()`` returns, a parameter's ``.grad`` has served as scratch space: it holds what
+    the base optimizer consumed, not the data gradient (the authors' code and
+    ``GradScaler.unscale_`` modify gradients in place too). Read or clip gradients before
+    ``step()`` and zero them before the next backward, as every training loop does.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 2)
+        >>> opt = TrajectoryRegularized(torch.optim.SGD(model.parameters(), lr=0.1), lam=0.1)
+        >>> model(torch.randn(8, 4)).pow(2).mean().backward()
+        >>> opt.step(); opt.zero_grad()
+    """
+
+    # GradScaler must unscale the gradients before tralgo adds its term; never advertise the
+    # fused-kernel scaling protocol of a base (that would skip unscaling).
+    _step_supports_amp_scaling = False
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        lam: float = 0.1,
+        inner_steps: int = 10,
+        inner_lr_decay: bool = True,
+        lam_scaling: str = "constant",
+    ) -> None:
+        if isinstance(optimizer, TrajectoryRegularized):
+            raise ValueError("optimizer is already a TrajectoryRegularized optimizer; wrap its base only once")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer instance, got {type(optimizer).__name__}; "
+                "build the base first, e.g. TrajectoryRegularized(torch.optim.SGD(params, lr=0.1))"
+            )
+        check_options(lam, inner_steps, inner_lr_decay, lam_scaling)
+        self.optimizer = optimizer
+        self._tr_defaults = dict(
+            lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling
+        )
+        self._init_hooks()
+        for group in self.optimizer.param_groups:
+            self._init_group(group)
+
+    # -- the torch.optim.Optimizer surface, read through to the base -------------------------
+
+    def _init_hooks(self) -> None:
+        # Optimizer.__init__ is not called (the base owns the params); set what it would set, and
+        # patch step so that hooks registered on the wrapper fire from the first step.
+        for name in (
+            "_optimizer_step_pre_hooks",
+            "_optimizer_step_post_hooks",
+            "_optimizer_state_dict_pre_hooks",
+            "_optimizer_state_dict_post_hooks",
+            "_optimizer_load_state_dict_pre_hooks",
+            "_optimizer_load_state_dict_post_hooks",
+        ):
+            setattr(self, name, OrderedDict())
+        self._patch_step_function()
+        self._warned_capturable_if_run_uncaptured = True
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        # A property, never a cached alias: load_state_dict replaces the base's list.
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):  # type: ignore[override]
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return {**self.optimizer.defaults, **self._tr_defaults}
+
+    def _init_group(self, group: dict) -> None:
+        for key in _OPTION_KEYS:
+            group.setdefault(key, self._tr_defaults[key])
+        group.setdefault(COUNTER_KEY, 0)
+        group.setdefault(INITIAL_LR_KEY, _as_float(group["lr"]))
+        self._check_group(group, self.param_groups.index(group) if group in self.param_groups else None)
+
+    def _check_group(self, group: dict, index: int | None) -> None:
+        where = f"param group {index}" if index is not None else "param group"
+        check_options(group["lam"], group["inner_steps"], group["inner_lr_decay"], group["lam_scaling"], where)
+        if group["lam_scaling"] == "inverse_lr" and group["lam"] > 0 and _as_float(group[INITIAL_LR_KEY]) <= 0:
+            raise ValueError(
+                f"lam_scaling='inverse_lr' needs a positive initial lr ({where} has "
+                f"{INITIAL_LR_KEY}={group[INITIAL_LR_KEY]!r}); set group['{INITIAL_LR_KEY}'] explicitly"
+            )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+        self._init_group(self.param_groups[-1])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def restart_inner_loop(self) -> None:
+        """Make the next step re-anchor every group (the authors' restart at each epoch)."""
+        for group in self.param_groups:
+            group[COUNTER_KEY] = 0
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self._tr_defaults.items())
+        return f"{type(self).__name__}({options}) over {self.optimizer!r}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "_tr_defaults": self._tr_defaults}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.optimizer = state["optimizer"]
+        self._tr_defaults = state["_tr_defaults"]
+        self._init_hooks()
+
+    # -- checkpoints: the base's standard format, with tralgo's keys in it ---------------------
+
+    @torch._disable_dynamo
+    def state_dict(self) -> dict[str, Any]:
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
+        state_dict = self.optimizer.state_dict()
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    @torch._disable_dynamo
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        self._check_anchor_shapes(state_dict)
+        self.optimizer.load_state_dict(state_dict)
+        for index, group in enumerate(self.param_groups):
+            self._init_group(group)  # a base-only or older checkpoint lacks tralgo's keys
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def _check_anchor_shapes(self, state_dict: dict[str, Any]) -> None:
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param groups but the optimizer has {len(self.param_groups)}"
+            )
+        saved_state = state_dict.get("state", {})
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"param group {index}: state_dict has {len(saved['params'])} parameters, "
+                    f"the optimizer has {len(group['params'])}; was it saved from a different model?"
+                )
+            for position, (param_id, param) in enumerate(zip(saved["params"], group["params"])):
+                anchor = saved_state.get(param_id, {}).get(ANCHOR_KEY)
+                if anchor is not None and anchor.shape != param.shape:
+                    raise ValueError(
+                        f"param group {index}, parameter {position}: the saved anchor has shape "
+                        f"{tuple(anchor.shape)} but the parameter has shape {tuple(param.shape)}; "
+                        "the checkpoint was saved from a differently-shaped model"
+                    )
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One TRAlgo step: re-anchor if the inner loop starts, add the proximal gradient, run the
+        base optimizer at the inner learning rate, advance the inner counter."""
+        return self._step(closure)
+
+    @torch._disable_dynamo
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
+        # Bookkeeping runs eagerly: compiling it would specialise on the counter and recompile
+        # at every inner step. The base step is the base's own business.
+        fold = closure is None and type(self.optimizer) in _FOLDABLE_BASES
+        with torch.no_grad():
+            plans = [self._plan_group(group, index, fold, closure is not None) for index, group in enumerate(self.param_groups)]
+        try:
+            with torch.no_grad():
+                for plan in plans:
+                    self._apply_lr_and_weight_decay(plan)
+                if closure is None:
+                    for plan in plans:
+                        self._add_proximal(plan, fold)
+            loss = self.optimizer.step() if closure is None else self.optimizer.step(self._wrap_closure(closure, plans))
+        finally:
+            for plan in plans:
+                plan.group["lr"] = plan.lr
+                if plan.folded_weight_decay is not None:
+                    plan.group["weight_decay"] = plan.folded_weight_decay
+        with torch.no_grad():
+            for plan in plans:
+                self._commit(plan)
+        return loss
+
+    def _plan_group(self, group: dict, index: int, fold: bool, has_closure: bool) -> _GroupStep:
+        self._check_group(group, index)
+        k = int(group[COUNTER_KEY]) % group["inner_steps"]
+        sign = -1.0 if group.get("maximize", False) else 1.0
+        coeff = 0.0 if k == 0 else sign * proximal_coefficient(group)
+        plan = _GroupStep(group=group, k=k, coeff=coeff, lr=group["lr"])
+        state = self.state
+        refresh_params, refresh_anchors = [], []
+        for param in group["params"]:
+            anchor = state[param].get(ANCHOR_KEY) if param in state else None
+            if anchor is not None:
+                if k == 0:
+                    refresh_params.append(param)
+                    refresh_anchors.append(anchor)
+                if param.grad is not None or has_closure:
+                    plan.params.append(param)
+                    plan.anchors.append(anchor)
+            elif param.requires_grad and (param.grad is not None or has_closure):
+                # First gradient (possibly mid-loop): anchored at its current value, so its
+                # proximal term is zero this step. The anchor enters the base's state only after
+                # the base has stepped, never into an empty state entry it would lazily initialise.
+                plan.new_params.append(param)
+                plan.new_anchors.append(param.detach().clone(memory_format=torch.preserve_format))
+        F.refresh_anchors(refresh_anchors, refresh_params, foreach=self._use_foreach(group))
+        if fold and coeff != 0.0 and not group.get("decoupled_weight_decay", False):
+            plan.folded_weight_decay = group["weight_decay"]
+        return plan
+
+    @staticmethod
+    def _use_foreach(group: dict) -> bool:
+        # Follow the base: its foreach/fused kernels mean it expects multi-tensor work.
+        return bool(group.get("foreach") or group.get("fused")) or (
+            group.get("foreach") is None and group.get("fused") is None
+        )
+
+    def _apply_lr_and_weight_decay(self, plan: _GroupStep) -> None:
+        group = plan.group
+        if group["inner_lr_decay"] and plan.k > 0:
+            group["lr"] = plan.lr / (plan.k + 1)
+        if plan.folded_weight_decay is not None:
+            group["weight_decay"] = plan.folded_weight_decay + abs(plan.coeff)
+
+    def _grads(self, params: list[Tensor]) -> list[Tensor]:
+        grads = [p.grad for p in params]
+        for grad in grads:
+            if grad.is_sparse:
+                raise RuntimeError(
+                    "TrajectoryRegularized does not support sparse gradients while lam > 0 (the proximal "
+                    "term is dense); use a dense embedding or lam=0 for that parameter's group"
+                )
+        return grads
+
+    def _add_proximal(self, plan: _GroupStep, fold: bool) -> None:
+        if plan.coeff == 0.0:
+            return
+        params = [p for p in plan.params if p.grad is not None]
+        anchors = [a for p, a in zip(plan.params, plan.anchors) if p.grad is not None]
+        foreach = self._use_foreach(plan.group)
+        if plan.folded_weight_decay is not None:
+            # weight_decay now carries +|lam_k| * w for every param with a grad; new params are
+            # pulled towards their snapshot (their current value), so their term cancels.
+            params += plan.new_params
+            anchors += plan.new_anchors
+            F.add_anchor_pull(self._grads(params), anchors, plan.coeff, foreach=foreach)
+        else:
+            F.add_proximal_grad(self._grads(params), params, anchors, plan.coeff, foreach=foreach)
+
+    def _wrap_closure(self, closure: Callable[[], Any], plans: list[_GroupStep]) -> Callable[[], Any]:
+        # The base may evaluate the closure many times per step (LBFGS): the proximal term must be
+        # part of every evaluation, so it is added after each one, not once before the step.
+        def regularized_closure():
+            with torch.enable_grad():
+                loss = closure()
+            with torch.no_grad():
+                penalty = 0.0
+                for plan in plans:
+                    if plan.coeff == 0.0:
+                        continue
+                    pairs = [(p, a) for p, a in zip(plan.params, plan.anchors) if p.grad is not None]
+                    if not pairs:
+                        continue
+                    params, anchors = map(list, zip(*pairs))
+                    F.add_proximal_grad(self._grads(params), params, anchors, plan.coeff, foreach=False)
+                    penalty += 0.5 * plan.coeff * sum(float((p - a).pow(2).sum()) for p, a in pairs)
+            if loss is not None and penalty != 0.0:
+                loss = loss + penalty
+            return loss
+
+        return regularized_closure
+
+    def _commit(self, plan: _GroupStep) -> None:
+        for param, anchor in zip(plan.new_params, plan.new_anchors):
+            if param.grad is not None:
+                self.state[param][ANCHOR_KEY] = anchor
+        plan.group[COUNTER_KEY] = (plan.k + 1) % plan.group["inner_steps"]
