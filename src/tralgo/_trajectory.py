@@ -184,7 +184,8 @@ class TrajectoryRegularized(Optimizer):
             group.setdefault(key, self._tr_defaults[key])
         group.setdefault(COUNTER_KEY, 0)
         group.setdefault(INITIAL_LR_KEY, _as_float(group["lr"]))
-        self._check_group(group, self.param_groups.index(group) if group in self.param_groups else None)
+        index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
+        self._check_group(group, index)
 
     def _check_group(self, group: dict, index: int | None) -> None:
         where = f"param group {index}" if index is not None else "param group"
