@@ -241,7 +241,7 @@ class Lookahead(Optimizer):
         with torch.enable_grad():
             loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         for param, value in first_values:
-            if param in self.state and len(self.state[param]) > 0 or param.grad is not None:
+            if param.grad is not None:  # the base stepped it
                 self.state[param][SLOW_KEY] = value
         for group in self.param_groups:
             group[LOOKAHEAD_COUNTER_KEY] += 1
