@@ -774,3 +774,48 @@ def _epoch_loop(trainer: Trainer, out: Path, options: RunOptions, writer, show_b
 def _write_result(out: Path, status: str, epochs_completed: int, final: dict | None, wall_s: float) -> None:
     atomic_write_json(out / RESULT_FILE, {"status": status, "epochs_completed": epochs_completed,
                                           "final": final, "wall_s": wall_s})
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data (tests, benchmarks, the demo's --quick mode)
+# ---------------------------------------------------------------------------------------------
+
+def synthetic_dataset(n_train: int = 256, n_test: int = 128, *, num_classes: int = 10, channels: int = 1,
+                      size: int = 28, seed: int = 0, name: str = "fashion-mnist"):
+    """A learnable stand-in ``ImageDataset``: uint8 noise plus a bright horizontal band whose
+    position encodes the class, shaped like Fashion-MNIST by default."""
+    from tralgo.experiments.data import ImageDataset
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> tuple[Tensor, Tensor]:
+        labels = torch.randint(0, num_classes, (n,), generator=generator)
+        images = torch.randint(0, 96, (n, channels, size, size), generator=generator, dtype=torch.uint8)
+        band = (labels * (size - 2) // max(num_classes - 1, 1)).tolist()
+        for i, row in enumerate(band):
+            images[i, :, row : row + 2, :] = 255
+        return images, labels
+
+    train_images, train_labels = make(n_train)
+    test_images, test_labels = make(n_test)
+    return ImageDataset(name, train_images, train_labels, test_images, test_labels, num_classes,
+                        (0.5,) * channels, (0.25,) * channels)
+
+
+def write_idx_dataset(dataset, folder: str | os.PathLike) -> Path:
+    """Write a one-channel ``ImageDataset`` as the four gzipped IDX files of (Fashion-)MNIST."""
+    import gzip
+    import struct
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def idx(array: Tensor) -> bytes:
+        header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+        return header + array.to(torch.uint8).contiguous().numpy().tobytes()
+
+    files = {"train-images-idx3-ubyte": dataset.train_images[:, 0], "train-labels-idx1-ubyte": dataset.train_labels,
+             "t10k-images-idx3-ubyte": dataset.test_images[:, 0], "t10k-labels-idx1-ubyte": dataset.test_labels}
+    for stem, array in files.items():
+        (folder / f"{stem}.gz").write_bytes(gzip.compress(idx(array)))
+    return folder

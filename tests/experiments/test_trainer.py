@@ -1,0 +1,187 @@
+"""The trainer: exact resume, reproducibility, divergence, run-folder rules, accumulation, schedules."""
+import json
+
+import pytest
+import torch
+
+from tralgo.experiments.io import read_jsonl
+from tralgo.experiments.trainer import (
+    EXIT_DIVERGED, RunError, RunOptions, TrainConfig, Trainer, run_training, synthetic_dataset,
+)
+
+DATA = synthetic_dataset(n_train=96, n_test=40, seed=3)
+TIMING_KEYS = ("wall_s", "steps_per_s")
+
+
+def tiny(**changes) -> TrainConfig:
+    settings = dict(dataset="fashion-mnist", model="cnn", width=0.25, optimizer="trsgd", lr=0.05, epochs=3,
+                    batch_size=8, inner_steps=3, eval_batch_size=64, seed=0)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def run(config, out, *, log=lambda line: None, **options) -> int:
+    return run_training(config, RunOptions(out=str(out), device="cpu", progress=False, **options), dataset=DATA, log=log)
+
+
+def weights(out) -> dict:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+
+
+def metrics(out) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(out / "metrics.jsonl")]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("optimizer", ["trsgd", "tradam", "lookahead-adam"])
+def test_resume_after_a_stop_is_bit_identical_to_a_straight_run(tmp_path, optimizer):
+    # inner_steps 3 and lookahead_k 5 do not divide the 12 steps per epoch, and the inner loop
+    # is not restarted: anchors, counters and slow weights are mid-cycle at the checkpoint.
+    config = tiny(optimizer=optimizer, lr=0.01 if "adam" in optimizer else 0.05, restart_inner_each_epoch=False,
+                  lookahead_k=5)
+    assert run(config, tmp_path / "straight") == 0
+    assert run(config, tmp_path / "stopped", max_epochs=1) == 0
+    assert not (tmp_path / "stopped" / "result.json").exists()
+    assert run(config, tmp_path / "stopped", resume=True) == 0
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "stopped"))
+    assert metrics(tmp_path / "straight") == metrics(tmp_path / "stopped")
+    result = json.loads((tmp_path / "stopped" / "result.json").read_text())
+    assert result["status"] == "finished" and result["epochs_completed"] == 3
+    wall = [r["wall_s"] for r in read_jsonl(tmp_path / "stopped" / "metrics.jsonl")]
+    assert wall == sorted(wall) and result["wall_s"] == wall[-1]  # cumulative across the resume
+
+
+def test_crash_between_metrics_line_and_checkpoint_drops_the_orphan_line(tmp_path):
+    config = tiny()
+    run(config, tmp_path / "straight")
+    out = tmp_path / "crashed"
+    run(config, out, max_epochs=1)
+    # The crash: epoch 2's metrics line was appended, its checkpoint never written; plus a torn line.
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "train_loss": 9.0}) + "\n" + '{"epoch": 3, "tra')
+    assert run(config, out, resume=True) == 0
+    assert [r["epoch"] for r in metrics(out)] == [1, 2, 3]
+    assert metrics(out) == metrics(tmp_path / "straight")
+    assert_same_weights(weights(out), weights(tmp_path / "straight"))
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    config = tiny(epochs=1)
+    run(config, tmp_path / "a")
+    run(config, tmp_path / "b")
+    run(tiny(epochs=1, seed=1), tmp_path / "c")
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
+
+
+def test_metrics_records_follow_the_contract(tmp_path):
+    out = tmp_path / "run"
+    assert run(tiny(epochs=2, val_split=16, subset=80), out) == 0
+    records = list(read_jsonl(out / "metrics.jsonl"))
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr", "wall_s",
+                    "steps_per_s", "step"):
+            assert key in r, key
+        assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1 and 0 <= r["val_acc"] <= 1
+    assert [r["step"] for r in records] == [8, 16]  # 80 - 16 held out = 64 images = 8 steps of 8
+    config = json.loads((out / "config.json").read_text())
+    for key in ("seed", "versions", "git_commit", "hostname", "device", "world_size", "lr", "lam", "optimizer"):
+        assert key in config, key
+    assert config["lr"] == 0.05 and config["world_size"] == 1 and config["device"] == "cpu"
+
+
+def test_validation_split_is_a_seeded_hold_out_of_the_subset():
+    trainer = Trainer(tiny(subset=80, val_split=16), DATA)
+    again = Trainer(tiny(subset=80, val_split=16), DATA)
+    assert len(trainer.data.val_labels) == 16 and len(trainer.data.train_labels) == 64
+    assert torch.equal(trainer.data.val_images, again.data.val_images)
+    # Held-out and kept images partition the first 80 training images.
+    together = torch.cat([trainer.data.train_images, trainer.data.val_images]).flatten(1)
+    assert sorted(map(bytes, together.numpy())) == sorted(map(bytes, DATA.train_images[:80].flatten(1).numpy()))
+
+
+def test_divergence_stops_at_once_with_status_and_exit_code(tmp_path):
+    out = tmp_path / "run"
+    code = run(tiny(optimizer="sgd", lr=1e12, momentum=0.0), out)
+    assert code == EXIT_DIVERGED
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "diverged" and result["epochs_completed"] == 0
+    lines = list(read_jsonl(out / "metrics.jsonl"))
+    assert len(lines) == 1 and lines[0]["diverged"] is True and lines[0]["step"] < 12  # stopped mid-epoch
+    assert run(tiny(optimizer="sgd", lr=1e12, momentum=0.0), out, resume=True) == EXIT_DIVERGED
+
+
+def test_finished_run_refuses_a_restart_accepts_resume_and_overwrite(tmp_path):
+    out = tmp_path / "run"
+    config = tiny(epochs=1)
+    run(config, out)
+    with pytest.raises(RunError, match="already finished.*--resume.*--overwrite"):
+        run(config, out)
+    said = []
+    assert run(config, out, resume=True, log=said.append) == 0
+    assert "already finished" in said[0]
+    assert run(config, out, overwrite=True) == 0
+    assert len(metrics(out)) == 1
+
+
+def test_a_folder_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "run"
+    run(tiny(epochs=1), out, max_epochs=1)
+    with pytest.raises(RunError, match="different settings.*lr"):
+        run(tiny(epochs=1, lr=0.1), out, resume=True)
+
+
+def test_accumulation_equals_one_big_batch():
+    # Plain SGD, no augmentation: 2 micro-batches of 4 must give the gradient of the mean over 8.
+    big = Trainer(tiny(optimizer="sgd", momentum=0.0, weight_decay=0.0, batch_size=8), DATA)
+    small = Trainer(tiny(optimizer="sgd", momentum=0.0, weight_decay=0.0, batch_size=4, accumulate=2), DATA)
+    big.train_steps(3)
+    small.train_steps(3)
+    assert small.step == big.step == 3
+    for a, b in zip(big.model.parameters(), small.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_step_schedule_and_restart_of_the_inner_loop(tmp_path):
+    out = tmp_path / "run"
+    run(tiny(epochs=4, lr=0.04), out)
+    assert [r["lr"] for r in metrics(out)] == pytest.approx([0.04, 0.04, 0.004, 0.0004])
+    trainer = Trainer(tiny(inner_steps=5, restart_inner_each_epoch=True), DATA)
+    trainer.train_epoch()  # 12 steps: the counter ends at 2 ...
+    assert trainer.optimizer.param_groups[0]["inner_step"] == 2
+    trainer.train_epoch()  # ... and restarts at 0 with the new epoch: 12 more steps end at 2 again
+    assert trainer.optimizer.param_groups[0]["inner_step"] == 2
+
+
+def test_train_steps_continues_through_epochs_and_learns():
+    trainer = Trainer(tiny(optimizer="adam", lr=3e-3), DATA)
+    before = trainer.evaluate(trainer.data.test_images, trainer.data.test_labels)[0]
+    trainer.train_steps(40)  # more than the 12 steps of one epoch
+    after = trainer.evaluate(trainer.data.test_images, trainer.data.test_labels)[0]
+    assert trainer.step == 40 and after < 0.5 * before
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(lam=-1.0), "lam must be a finite number >= 0"),
+    (dict(inner_steps=0), "inner_steps must be an integer >= 1"),
+    (dict(optimizer="rmsprop"), "optimizer must be one of"),
+    (dict(schedule="linear"), "schedule must be one of"),
+    (dict(val_split=-1), "val_split must be an integer >= 0"),
+])
+def test_bad_settings_name_the_setting(change, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**change).resolved()
+
+
+def test_subset_and_val_split_larger_than_the_data_are_refused():
+    with pytest.raises(ValueError, match="subset must be at most"):
+        Trainer(tiny(subset=1000), DATA)
+    with pytest.raises(ValueError, match="val_split must be smaller"):
+        Trainer(tiny(subset=10, val_split=10), DATA)
