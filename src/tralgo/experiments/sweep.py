@@ -1,0 +1,689 @@
+"""``tralgo sweep SPEC``: run a grid of ``tralgo train`` runs described in a TOML file.
+
+A spec holds shared ``[defaults]`` and one or more ``[[study]]`` tables (a study is one table or
+figure of the report). A study crosses its ``[study.grid]`` axes with its ``[[study.variant]]``
+list (named optimizer configurations); every combination is one run folder
+``<out>/<study>/<variant>/<axis>-<value>_...``. See ``experiments/specs/cpu.toml`` for a
+commented example. Option names are ``tralgo train``'s, with underscores.
+
+Guarantees:
+
+* a run whose ``result.json`` says finished or diverged is skipped, an interrupted run (it has a
+  checkpoint) is resumed with ``--resume``, a failed run is recorded in its folder
+  (``sweep_status.json``, with the tail of ``train.log``) and the others go on;
+* runs start in priority order: studies in file order, then seed-major (every configuration's
+  first seed before any second seed), so a sweep stopped early leaves balanced, reportable
+  results;
+* ``--dry-run`` prints one command per run (``torchrun`` lines by default) for a scheduler;
+* each session appends start / run-end / end events to ``<out>/sweep_events.jsonl``, from which
+  the report computes wall time against the sum of run times (how busy the workers were).
+
+A study may tune learning rates first (``[study.tune]``): tuning runs hold out ``val_split``
+training images, each variant's candidate values are scored by the mean final validation
+metric over the tuning seeds (the test set is never looked at), and the study's runs then use
+the best values. Those runs are planned as soon as their tuning runs are complete.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import itertools
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tralgo.experiments.io import append_jsonl, atomic_write_json
+
+# ``tralgo train`` options a spec may set (underscored). ``out`` and ``resume`` belong to the sweep.
+TRAIN_OPTIONS = frozenset({
+    "dataset", "model", "width", "optimizer", "lr", "momentum", "weight_decay", "lam",
+    "lam_scaling", "inner_steps", "inner_lr_decay", "restart_inner_each_epoch", "lookahead_k",
+    "accumulate", "batch_size", "epochs", "schedule", "seed", "subset", "val_split", "data_dir",
+    "device", "threads", "test_subset", "eval_every",
+})
+VARIANT_META = frozenset({"name", "role", "base", "label", "ignore_grid"})
+ROLES = ("base", "tr", "control")
+DONE_STATUSES = ("finished", "diverged")
+DIVERGED_EXIT_CODE = 3
+SWEEP_FILE = "sweep.json"          # what the sweep asked this folder to hold (identity)
+STATUS_FILE = "sweep_status.json"  # what happened the last time the sweep ran it
+EVENTS_FILE = "sweep_events.jsonl"
+LOG_FILE = "train.log"
+PID_FILE = "train.pid"             # the training process of a run, so two sweeps never run it twice
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the offending key."""
+
+
+# --------------------------------------------------------------------------- spec -> runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: its folder, its ``tralgo train`` options and its place in the study."""
+
+    study: str
+    variant: str
+    role: str
+    base: str | None
+    grid: dict           # axis -> value label (used for names and for pairing with the base)
+    options: dict        # resolved train options, without out/resume
+    folder: Path
+    order: tuple         # priority key (study index, seed position, ...)
+    tuning: bool = False
+    report: dict = field(default_factory=dict)
+
+    def identity(self) -> dict:
+        """What ``sweep.json`` records; a folder whose identity differs was made by another spec."""
+        return {
+            "study": self.study, "variant": self.variant, "role": self.role, "base": self.base,
+            "grid": self.grid, "options": self.options, "tuning": self.tuning, "report": self.report,
+        }
+
+
+def load_spec(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist")
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"spec file {str(path)!r} is not valid TOML: {exc}") from None
+    validate_spec(spec)
+    return spec
+
+
+def _check_train_keys(options: dict, where: str) -> None:
+    for key in options:
+        if key in ("out", "resume"):
+            raise SpecError(f"{where}: {key!r} is set by the sweep, remove it from the spec")
+        if key not in TRAIN_OPTIONS:
+            raise SpecError(f"{where}: unknown train option {key!r}; accepted: {', '.join(sorted(TRAIN_OPTIONS))}")
+
+
+def validate_spec(spec: dict) -> None:
+    _check_train_keys(spec.get("defaults", {}), "[defaults]")
+    studies = spec.get("study")
+    if not isinstance(studies, list) or not studies:
+        raise SpecError("the spec needs at least one [[study]] table")
+    names = set()
+    for i, study in enumerate(studies):
+        name = study.get("name")
+        if not isinstance(name, str) or not name or "/" in name:
+            raise SpecError(f"study #{i + 1}: 'name' must be a non-empty string without '/'")
+        if name in names:
+            raise SpecError(f"study {name!r} appears twice")
+        names.add(name)
+        where = f"study {name!r}"
+        _check_train_keys(study.get("defaults", {}), f"{where} [defaults]")
+        for axis, values in study.get("grid", {}).items():
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"{where}: grid axis {axis!r} must be a non-empty list")
+            for value in values:
+                options = {k: x for k, x in value.items() if k != "label"} if isinstance(value, dict) else {axis: value}
+                _check_train_keys(options, f"{where} grid axis {axis!r}")
+        variants = study.get("variant")
+        if not isinstance(variants, list) or not variants:
+            raise SpecError(f"{where}: needs at least one [[study.variant]]")
+        vnames = [v.get("name") for v in variants]
+        for v in variants:
+            vname = v.get("name")
+            if not isinstance(vname, str) or not vname or "/" in vname:
+                raise SpecError(f"{where}: every variant needs a 'name' (a string without '/')")
+            if vnames.count(vname) > 1:
+                raise SpecError(f"{where}: variant {vname!r} appears twice")
+            role = v.get("role", "base")
+            if role not in ROLES:
+                raise SpecError(f"{where} variant {vname!r}: role must be one of {ROLES}, got {role!r}")
+            if role != "base" and v.get("base") not in vnames:
+                raise SpecError(f"{where} variant {vname!r}: 'base' must name another variant of the study")
+            if "optimizer" not in v and "optimizer" not in study.get("defaults", {}) and "optimizer" not in spec.get("defaults", {}):
+                raise SpecError(f"{where} variant {vname!r}: no 'optimizer' set")
+            for axis in v.get("ignore_grid", []):
+                if axis not in study.get("grid", {}):
+                    raise SpecError(f"{where} variant {vname!r}: ignore_grid names unknown axis {axis!r}")
+            _check_train_keys({k: x for k, x in v.items() if k not in VARIANT_META}, f"{where} variant {vname!r}")
+        tune = study.get("tune")
+        if tune is not None:
+            _validate_tune(tune, vnames, where)
+
+
+def _validate_tune(tune: dict, vnames: list[str], where: str) -> None:
+    val_split = tune.get("val_split")
+    if isinstance(val_split, bool) or not isinstance(val_split, int) or val_split < 1:
+        raise SpecError(f"{where} [tune]: val_split must be an int >= 1, got {val_split!r}")
+    seeds = tune.get("seeds")
+    if not isinstance(seeds, list) or not seeds:
+        raise SpecError(f"{where} [tune]: seeds must be a non-empty list")
+    for vname, space in tune.get("search", {}).items():
+        if vname not in vnames:
+            raise SpecError(f"{where} [tune.search]: {vname!r} is not a variant of the study")
+        _check_train_keys(space, f"{where} [tune.search.{vname}]")
+        for key, values in space.items():
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"{where} [tune.search.{vname}]: {key!r} must be a non-empty list")
+
+
+def _value_label(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _axis_points(axis: str, values: list) -> list[tuple[str, dict]]:
+    """Each grid value as (label, options). A table value sets several options together."""
+    points = []
+    for value in values:
+        if isinstance(value, dict):
+            options = {k: v for k, v in value.items() if k != "label"}
+            label = value.get("label") or "-".join(_value_label(v) for v in options.values())
+            points.append((str(label), options))
+        else:
+            points.append((_value_label(value), {axis: value}))
+    return points
+
+
+def _folder_name(grid: dict) -> str:
+    return "_".join(f"{axis}-{label}" for axis, label in grid.items()) or "run"
+
+
+def _grid_combinations(grid: dict, ignore: Iterable[str] = ()) -> list[tuple[dict, dict, tuple]]:
+    """(labels, options, seed-major order key) for every point of the grid, ``ignore`` axes dropped."""
+    axes = [a for a in grid if a not in set(ignore)]
+    points = [_axis_points(a, grid[a]) for a in axes]
+    seed_axis = axes.index("seed") if "seed" in axes else None
+    out = []
+    for index in itertools.product(*(range(len(p)) for p in points)):
+        labels, options = {}, {}
+        for axis, p, i in zip(axes, points, index):
+            labels[axis] = p[i][0]
+            options.update(p[i][1])
+        order = ((index[seed_axis],) if seed_axis is not None else ()) + tuple(
+            i for k, i in enumerate(index) if k != seed_axis)
+        out.append((labels, options, order))
+    return out
+
+
+def plan(spec: dict, out: str | os.PathLike, only: Iterable[str] | None = None) -> tuple[list[Run], list[str]]:
+    """All runs of the spec, in priority order, and notes on runs that cannot be planned yet."""
+    out = Path(out)
+    only = set(only) if only else None
+    runs, notes = [], []
+    for s_index, study in enumerate(spec["study"]):
+        if only is not None and study["name"] not in only:
+            continue
+        defaults = {**spec.get("defaults", {}), **study.get("defaults", {})}
+        report = study.get("report", {})
+        chosen = None
+        if "tune" in study:
+            tuning_runs, chosen, waiting = _plan_tuning(study, defaults, out, s_index)
+            runs.extend(tuning_runs)
+            if waiting:
+                notes.append(f"study {study['name']!r}: {waiting} tuned runs wait for their tuning runs to finish")
+        for v_index, variant in enumerate(study["variant"]):
+            var_options = {k: x for k, x in variant.items() if k not in VARIANT_META}
+            for labels, grid_options, order in _grid_combinations(study.get("grid", {}), variant.get("ignore_grid", [])):
+                options = {**defaults, **grid_options, **var_options}
+                if chosen is not None and variant["name"] in study["tune"].get("search", {}):
+                    key = _tune_key(variant["name"], labels)
+                    if key not in chosen:
+                        continue  # its tuning is not complete yet (counted in ``notes``)
+                    options.update(chosen[key])
+                runs.append(Run(
+                    study=study["name"], variant=variant["name"], role=variant.get("role", "base"),
+                    base=variant.get("base"), grid=labels, options=options,
+                    folder=out / study["name"] / variant["name"] / _folder_name(labels),
+                    order=(s_index, 1) + order + (v_index,), report=report,
+                ))
+    runs.sort(key=lambda r: r.order)
+    return runs, notes
+
+
+def _tune_key(variant: str, labels: dict) -> tuple:
+    return (variant,) + tuple(sorted((a, l) for a, l in labels.items() if a != "seed"))
+
+
+def _plan_tuning(study: dict, defaults: dict, out: Path, s_index: int) -> tuple[list[Run], dict, int]:
+    """Tuning runs of a study, the chosen values per (variant, grid point), and how many wait."""
+    tune = study["tune"]
+    grid = {a: v for a, v in study.get("grid", {}).items() if a != "seed"}
+    runs, chosen, waiting = [], {}, 0
+    for v_index, variant in enumerate(study["variant"]):
+        space = tune.get("search", {}).get(variant["name"])
+        if not space:
+            continue
+        var_options = {k: x for k, x in variant.items() if k not in VARIANT_META}
+        keys = list(space)
+        for labels, grid_options, order in _grid_combinations(grid, variant.get("ignore_grid", [])):
+            scores = {}
+            complete = True
+            for candidate in itertools.product(*(space[k] for k in keys)):
+                cand = dict(zip(keys, candidate))
+                cand_labels = {**labels, **{k: _value_label(v) for k, v in cand.items()}}
+                values = []
+                for seed_pos, seed in enumerate(tune["seeds"]):
+                    run_labels = {**cand_labels, "seed": _value_label(seed)}
+                    options = {**defaults, **grid_options, **var_options, **cand, "seed": seed,
+                               "val_split": tune["val_split"]}
+                    run = Run(
+                        study=study["name"], variant=variant["name"], role=variant.get("role", "base"),
+                        base=variant.get("base"), grid=run_labels, options=options,
+                        folder=out / study["name"] / "tune" / variant["name"] / _folder_name(run_labels),
+                        order=(s_index, 0, seed_pos) + order + (v_index,), tuning=True,
+                    )
+                    runs.append(run)
+                    values.append(tuning_score(run.folder, tune.get("metric", "val_acc")))
+                if any(v is None for v in values):
+                    complete = False
+                else:
+                    scores[candidate] = math.fsum(values) / len(values)
+            if complete and scores:
+                best = max(scores, key=lambda c: (scores[c], tuple(-float(x) for x in c)))
+                chosen[_tune_key(variant["name"], labels)] = dict(zip(keys, best))
+            else:
+                waiting += 1
+    return runs, chosen, waiting
+
+
+def tuning_score(folder: Path, metric: str) -> float | None:
+    """Final validation metric of a tuning run; a diverged run scores 0; None while unfinished."""
+    status = run_status(folder)
+    if status == "diverged":
+        return 0.0
+    if status != "finished":
+        return None
+    last = _last_metrics(folder)
+    if last is None or metric not in last:
+        raise SpecError(f"tuning run {folder} finished without {metric!r} in metrics.jsonl (is val_split set?)")
+    return float(last[metric])
+
+
+def _last_metrics(folder: Path) -> dict | None:
+    from tralgo.experiments.io import read_jsonl
+
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    last = None
+    for record in read_jsonl(path):
+        last = record
+    return last
+
+
+def run_status(folder: Path) -> str:
+    """finished / diverged (from result.json), interrupted (has a checkpoint), failed, or new."""
+    result = folder / "result.json"
+    if result.is_file():
+        try:
+            status = json.loads(result.read_text(encoding="utf-8")).get("status")
+        except (json.JSONDecodeError, OSError):
+            status = None
+        if status in DONE_STATUSES:
+            return status
+    if (folder / STATUS_FILE).is_file():
+        try:
+            if json.loads((folder / STATUS_FILE).read_text(encoding="utf-8")).get("status") == "failed":
+                return "failed"
+        except (json.JSONDecodeError, OSError):
+            pass
+    if (folder / "checkpoint.pt").is_file():
+        return "interrupted"
+    return "new"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def train_arguments(run: Run, *, resume: bool) -> list[str]:
+    """``tralgo train`` arguments of a run (booleans become ``--flag`` / ``--no-flag``)."""
+    args = []
+    for key, value in run.options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, _value_label(value) if isinstance(value, float) else str(value)]
+    args += ["--out", str(run.folder)]
+    if resume:
+        args.append("--resume")
+    return args
+
+
+def local_command(run: Run, resume: bool) -> list[str]:
+    return [sys.executable, "-m", "tralgo", "train", *train_arguments(run, resume=resume)]
+
+
+def torchrun_command(run: Run, nproc_per_node: int = 1) -> list[str]:
+    # --resume is harmless on a fresh folder and makes a requeued job continue where it stopped.
+    return ["torchrun", "--standalone", f"--nproc-per-node={nproc_per_node}", "-m", "tralgo", "train",
+            *train_arguments(run, resume=True)]
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _identity_matches(run: Run) -> bool:
+    path = run.folder / SWEEP_FILE
+    if not path.is_file():
+        return True
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError):
+        return True
+    return recorded == json.loads(json.dumps(run.identity(), default=str))
+
+
+def _held_by_live_process(folder: Path) -> bool:
+    try:
+        pid = int((folder / PID_FILE).read_text(encoding="utf-8"))
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a recycled pid of an unrelated process does not count
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True
+    return str(folder) in cmdline
+
+
+@dataclass
+class _Active:
+    run: Run
+    process: subprocess.Popen
+    started: float
+    log: Any
+
+
+class SweepRunner:
+    """A local pool: at most ``workers`` ``tralgo train`` processes at a time.
+
+    ``command`` builds a run's argv (tests substitute a fake trainer). The plan is recomputed
+    whenever a worker frees, so tuned runs start as soon as their tuning is complete.
+    """
+
+    def __init__(self, spec: dict, out: Path, *, workers: int, only=None, launch_until: float | None = None,
+                 max_runs: int | None = None, command=local_command, poll_s: float = 0.2,
+                 argv: list[str] | None = None, echo=print):
+        self.spec, self.out, self.workers, self.only = spec, Path(out), workers, only
+        self.launch_until, self.max_runs, self.command, self.poll_s = launch_until, max_runs, command, poll_s
+        self.argv = argv or []
+        self.echo = echo
+        self.active: list[_Active] = []
+        self.attempted: set[Path] = set()
+        self.counts = {"finished": 0, "diverged": 0, "failed": 0, "interrupted": 0}
+        self.busy_s = 0.0
+        self.session = f"{_iso(_now())}-{os.getpid()}"
+        self._stop = False
+
+    # -- bookkeeping
+    def _event(self, **record) -> None:
+        append_jsonl(self.out / EVENTS_FILE, {"session": self.session, "time": _iso(_now()), **record})
+
+    def _next_run(self) -> Run | None:
+        if self._stop or (self.max_runs is not None and len(self.attempted) >= self.max_runs):
+            return None
+        if self.launch_until is not None and _now() >= self.launch_until:
+            return None
+        runs, _ = plan(self.spec, self.out, self.only)
+        running = {a.run.folder for a in self.active}
+        for run in runs:
+            if run.folder in running or run.folder in self.attempted:
+                continue
+            status = run_status(run.folder)
+            if status in DONE_STATUSES:
+                continue
+            if _held_by_live_process(run.folder):
+                self.echo(f"busy    {run.folder} (its training process from another sweep is still running)")
+                self.attempted.add(run.folder)
+                continue
+            if not _identity_matches(run):
+                self.attempted.add(run.folder)
+                self._record_failure(run, None, 0.0, f"{run.folder} holds a run of a different spec "
+                                     f"(its {SWEEP_FILE} differs); delete the folder or restore the spec")
+                continue
+            return run
+        return None
+
+    def _record_failure(self, run: Run, returncode, wall_s: float, error: str) -> None:
+        self.counts["failed"] += 1
+        atomic_write_json(run.folder / STATUS_FILE, {"status": "failed", "returncode": returncode,
+                                                     "error": error, "time": _iso(_now())})
+        self._event(event="run_end", run=str(run.folder), status="failed", wall_s=wall_s, returncode=returncode)
+        self.echo(f"FAILED  {run.folder} (exit {returncode}): {error.splitlines()[-1] if error else ''}")
+
+    # -- process control
+    def _launch(self, run: Run) -> None:
+        self.attempted.add(run.folder)
+        run.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.folder / SWEEP_FILE, run.identity())
+        if (run.folder / STATUS_FILE).is_file():
+            (run.folder / STATUS_FILE).unlink()
+        resume = run_status(run.folder) == "interrupted"
+        argv = self.command(run, resume)
+        log = open(run.folder / LOG_FILE, "a", encoding="utf-8")
+        log.write(f"\n# {_iso(_now())} sweep session {self.session}: {shlex.join(argv)}\n")
+        log.flush()
+        threads = str(run.options.get("threads", 1))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        (run.folder / PID_FILE).write_text(str(process.pid), encoding="utf-8")
+        self.active.append(_Active(run, process, _now(), log))
+        self.echo(f"{'resume' if resume else 'start '}  {run.folder}")
+
+    def _reap(self) -> None:
+        for active in list(self.active):
+            rc = active.process.poll()
+            if rc is None:
+                continue
+            self.active.remove(active)
+            active.log.close()
+            (active.run.folder / PID_FILE).unlink(missing_ok=True)
+            wall = _now() - active.started
+            self.busy_s += wall
+            run = active.run
+            status = run_status(run.folder)
+            if self._stop and status not in DONE_STATUSES:
+                self.counts["interrupted"] += 1
+                self._event(event="run_end", run=str(run.folder), status="interrupted", wall_s=wall, returncode=rc)
+            elif (rc == 0 and status == "finished") or (rc == DIVERGED_EXIT_CODE and status == "diverged"):
+                self.counts[status] += 1
+                self._event(event="run_end", run=str(run.folder), status=status, wall_s=wall, returncode=rc)
+                self.echo(f"{status:<8}{run.folder} ({wall:.0f} s)")
+            else:
+                error = _log_tail(run.folder / LOG_FILE) or f"exit code {rc}"
+                if rc == 0:
+                    error += "\n(exit 0 but result.json does not say finished)"
+                self._record_failure(run, rc, wall, error)
+
+    def _terminate_all(self) -> None:
+        for active in self.active:
+            if active.process.poll() is None:
+                os.killpg(active.process.pid, signal.SIGTERM)
+        deadline = _now() + 20
+        while any(a.process.poll() is None for a in self.active) and _now() < deadline:
+            time.sleep(0.1)
+        for active in self.active:
+            if active.process.poll() is None:
+                os.killpg(active.process.pid, signal.SIGKILL)
+                active.process.wait()
+
+    def request_stop(self, *_):
+        self._stop = True
+
+    def run(self) -> dict:
+        started = _now()
+        self._event(event="session_start", workers=self.workers, argv=self.argv, pid=os.getpid(),
+                    cpu_count=os.cpu_count())
+        try:
+            while True:
+                self._reap()
+                if self._stop:
+                    self._terminate_all()
+                    self._reap()
+                    break
+                while len(self.active) < self.workers:
+                    run = self._next_run()
+                    if run is None:
+                        break
+                    self._launch(run)
+                if not self.active:
+                    break
+                time.sleep(self.poll_s)
+        finally:
+            if self.active:  # an exception: never leave orphans behind
+                self._stop = True
+                self._terminate_all()
+                self._reap()
+            wall = _now() - started
+            summary = {**self.counts, "wall_s": wall, "busy_s": self.busy_s, "workers": self.workers,
+                       "utilization": self.busy_s / (self.workers * wall) if wall > 0 else 0.0,
+                       "stopped": self._stop}
+            self._event(event="session_end", **summary)
+        return summary
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse_until(text: str) -> float:
+    """``HH:MM`` (UTC, today or tomorrow) or an ISO date-time, as a POSIX time."""
+    try:
+        if len(text) <= 5 and ":" in text:
+            hh, mm = (int(x) for x in text.split(":"))
+            now = _dt.datetime.now(_dt.timezone.utc)
+            t = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+            if t < now - _dt.timedelta(hours=12):
+                t += _dt.timedelta(days=1)
+            return t.timestamp()
+        t = _dt.datetime.fromisoformat(text)
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.timezone.utc)
+        return t.timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--launch-until must be HH:MM (UTC) or an ISO date-time, got {text!r}") from None
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be an int >= 1, got {text!r}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tralgo sweep", description="Run the grid of trainings described in a TOML spec "
+                                "(finished runs are skipped, interrupted ones resumed).")
+    p.add_argument("spec", help="TOML spec file, e.g. experiments/specs/cpu.toml")
+    p.add_argument("--out", help="root folder of the run folders (default: the spec's 'out', else runs/<spec name>)")
+    p.add_argument("--workers", type=_positive_int("--workers"), default=1,
+                   help="number of training processes run at the same time (default 1)")
+    p.add_argument("--only", help="comma-separated study names to run (default: all, in file order)")
+    p.add_argument("--dry-run", action="store_true", help="print one command per run instead of running them")
+    p.add_argument("--launcher", choices=("torchrun", "python"), default="torchrun",
+                   help="command form printed by --dry-run (default torchrun, one line per run)")
+    p.add_argument("--nproc-per-node", type=_positive_int("--nproc-per-node"), default=1,
+                   help="processes per run in the printed torchrun lines (default 1)")
+    p.add_argument("--launch-until", type=_parse_until,
+                   help="start no new run after this time (HH:MM UTC or ISO date-time); running ones finish")
+    p.add_argument("--max-runs", type=_positive_int("--max-runs"), help="start at most this many runs")
+    p.add_argument("--status", action="store_true", help="print how many runs of each study are done, failed, pending")
+    return p
+
+
+def _default_out(spec: dict, spec_path: str) -> Path:
+    return Path(spec.get("out") or Path("runs") / (spec.get("name") or Path(spec_path).stem))
+
+
+def _print_dry_run(runs: list[Run], notes: list[str], args) -> None:
+    for run in runs:
+        if args.launcher == "torchrun":
+            print(shlex.join(torchrun_command(run, args.nproc_per_node)))
+        else:
+            print(shlex.join(local_command(run, resume=True)))
+    for note in notes:
+        print(f"# {note}")
+
+
+def _print_status(runs: list[Run], notes: list[str]) -> None:
+    table: dict[str, dict[str, int]] = {}
+    for run in runs:
+        key = run.study + (" (tuning)" if run.tuning else "")
+        row = table.setdefault(key, {})
+        status = run_status(run.folder)
+        row[status] = row.get(status, 0) + 1
+    for key, row in table.items():
+        print(f"{key:<28} " + "  ".join(f"{k} {v}" for k, v in sorted(row.items())))
+    for note in notes:
+        print(f"# {note}")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        only = [s.strip() for s in args.only.split(",")] if args.only else None
+        if only:
+            unknown = set(only) - {s["name"] for s in spec["study"]}
+            if unknown:
+                raise SpecError(f"--only: unknown study {sorted(unknown)}; the spec has "
+                                f"{[s['name'] for s in spec['study']]}")
+        out = Path(args.out) if args.out else _default_out(spec, args.spec)
+        runs, notes = plan(spec, out, only)
+    except SpecError as exc:
+        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        _print_dry_run(runs, notes, args)
+        return 0
+    if args.status:
+        _print_status(runs, notes)
+        return 0
+    runner = SweepRunner(spec, out, workers=args.workers, only=only, launch_until=args.launch_until,
+                         max_runs=args.max_runs, argv=["tralgo", "sweep", *argv])
+    previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = runner.run()
+    except SpecError as exc:
+        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"sweep: {summary['finished']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
+          f"{summary['interrupted']} interrupted; wall {summary['wall_s']:.0f} s, run time {summary['busy_s']:.0f} s "
+          f"on {summary['workers']} workers (utilization {summary['utilization']:.0%})")
+    if summary["stopped"]:
+        return 130
+    return 1 if summary["failed"] else 0

@@ -1,0 +1,300 @@
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tralgo.experiments import sweep
+
+FAKE_TRAIN = r'''
+"""A stand-in for ``tralgo train`` that honours the run-folder contract in milliseconds.
+
+lr 999 -> crashes (exit 1); lr 666 -> diverges (exit 3); val_acc = 1 - |lr - 0.05| so tuning
+has a known best lr. Each start appends a line to starts.log (to check skip/resume).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+
+def atomic_write_json(path, obj):  # plain writes: importing tralgo would import torch (slow)
+    path.write_text(json.dumps(obj))
+
+
+def append_jsonl(path, rec):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+p = argparse.ArgumentParser()
+p.add_argument("--out", required=True)
+p.add_argument("--resume", action="store_true")
+p.add_argument("--lr", type=float, default=0.1)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--epochs", type=int, default=2)
+p.add_argument("--val-split", type=int, default=0)
+args, rest = p.parse_known_args()
+out = Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+with open(out / "starts.log", "a") as f:
+    f.write(json.dumps({"resume": args.resume, "argv": sys.argv[1:]}) + "\n")
+config = {"lr": args.lr, "seed": args.seed, "epochs": args.epochs, "val_split": args.val_split, "argv": rest}
+atomic_write_json(out / "config.json", config)
+if args.lr == 999:
+    print("Traceback: boom: simulated crash", file=sys.stderr)
+    sys.exit(1)
+for epoch in range(1, args.epochs + 1):
+    acc = 0.5 + 0.01 * args.seed + 0.1 * epoch
+    rec = {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": acc, "test_loss": 1.0 / epoch,
+           "test_acc": acc, "lr": args.lr, "wall_s": 0.01 * epoch, "steps_per_s": 100.0, "step": 10 * epoch}
+    if args.val_split:
+        rec["val_acc"] = 1 - abs(args.lr - 0.05)
+    if args.lr == 666:
+        rec["diverged"] = True
+        append_jsonl(out / "metrics.jsonl", rec)
+        atomic_write_json(out / "result.json", {"status": "diverged", "epochs_completed": epoch - 1, "final": rec, "wall_s": 0.01})
+        sys.exit(3)
+    append_jsonl(out / "metrics.jsonl", rec)
+atomic_write_json(out / "result.json", {"status": "finished", "epochs_completed": args.epochs, "final": rec, "wall_s": 0.02})
+'''
+
+SPEC = """
+name = "t"
+[defaults]
+dataset = "fashion-mnist"
+model = "cnn"
+epochs = 2
+threads = 1
+
+[[study]]
+name = "headline"
+[study.grid]
+batch_size = [8, 2]
+seed = [1, 2]
+[[study.variant]]
+name = "sgd"
+optimizer = "sgd"
+lr = 0.1
+[[study.variant]]
+name = "trsgd"
+role = "tr"
+base = "sgd"
+optimizer = "trsgd"
+lr = 0.1
+lam = 0.2
+lam_scaling = "inverse_lr"
+[[study.variant]]
+name = "trsgd-lam0"
+role = "control"
+base = "sgd"
+optimizer = "trsgd"
+lam = 0.0
+inner_lr_decay = false
+
+[[study]]
+name = "fig1"
+[study.grid]
+seed = [1]
+batch = [{label = "bs8", batch_size = 8, epochs = 1}, {label = "bs32", batch_size = 32, epochs = 4}]
+[[study.variant]]
+name = "sgd"
+optimizer = "sgd"
+"""
+
+
+def write(tmp_path, text, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def fake_train(tmp_path):
+    path = tmp_path / "fake_train.py"
+    path.write_text(FAKE_TRAIN)
+    return lambda run, resume: [sys.executable, str(path), *sweep.train_arguments(run, resume=resume)]
+
+
+def starts(folder: Path) -> list[dict]:
+    path = folder / "starts.log"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_plan_expands_grid_in_seed_major_priority_order(tmp_path):
+    spec = sweep.load_spec(write(tmp_path, SPEC))
+    runs, notes = sweep.plan(spec, tmp_path / "runs")
+    assert not notes
+    assert len(runs) == 3 * 2 * 2 + 2
+    head = [r for r in runs if r.study == "headline"]
+    # Every configuration's seed 1 comes before any seed 2.
+    seeds = [r.grid["seed"] for r in head]
+    assert seeds == ["1"] * 6 + ["2"] * 6
+    first = head[0]
+    assert first.folder == tmp_path / "runs" / "headline" / "sgd" / "batch_size-8_seed-1"
+    assert first.options == {"dataset": "fashion-mnist", "model": "cnn", "epochs": 2, "threads": 1,
+                             "batch_size": 8, "seed": 1, "optimizer": "sgd", "lr": 0.1}
+    tr = [r for r in head if r.variant == "trsgd"][0]
+    assert (tr.role, tr.base) == ("tr", "sgd")
+    # A table-valued axis sets several options together (fixed iterations in Figure 1).
+    fig1 = [r for r in runs if r.study == "fig1"]
+    assert [(r.grid["batch"], r.options["batch_size"], r.options["epochs"]) for r in fig1] == [
+        ("bs8", 8, 1), ("bs32", 32, 4)]
+
+
+def test_train_arguments_map_booleans_and_names():
+    run = sweep.Run("s", "v", "control", "sgd", {}, {"batch_size": 8, "lam": 0.0, "inner_lr_decay": False,
+                    "restart_inner_each_epoch": True, "lr": 1e-3}, Path("runs/x"), ())
+    args = sweep.train_arguments(run, resume=True)
+    assert args == ["--batch-size", "8", "--lam", "0", "--no-inner-lr-decay", "--restart-inner-each-epoch",
+                    "--lr", "0.001", "--out", "runs/x", "--resume"]
+
+
+def test_dry_run_prints_one_torchrun_line_per_run(tmp_path, capsys):
+    spec = write(tmp_path, SPEC)
+    assert sweep.main([str(spec), "--dry-run", "--out", str(tmp_path / "r")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 14
+    assert all(l.startswith("torchrun --standalone --nproc-per-node=1 -m tralgo train ") for l in lines)
+    assert "--optimizer trsgd" in lines[1] and "--lam-scaling inverse_lr" in lines[1]
+    assert not (tmp_path / "r").exists()  # a dry run touches nothing
+
+
+def test_shipped_specs_are_valid_and_paper_dry_run_prints_torchrun_lines(capsys):
+    root = Path(__file__).resolve().parents[2] / "experiments" / "specs"
+    specs = sorted(root.glob("*.toml"))
+    assert {p.stem for p in specs} >= {"paper", "cpu"}
+    for path in specs:
+        sweep.load_spec(path)
+    assert sweep.main([str(root / "paper.toml"), "--dry-run"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if not l.startswith("#")]
+    assert len(lines) > 100
+    assert all(l.startswith("torchrun ") for l in lines)
+    assert any("--dataset cifar100" in l and "--model densenet121" in l and "--batch-size 8" in l for l in lines)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\nlrr=0.1\n", "unknown train option 'lrr'"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\nout='z'\n", "'out' is set by the sweep"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\nrole='tr'\nbase='nope'\noptimizer='trsgd'\n", "'base' must name"),
+    ("[[study]]\nname='a'\n[study.grid]\nseed=[]\n[[study.variant]]\nname='x'\noptimizer='sgd'\n", "grid axis 'seed'"),
+    ("name='x'\n", "at least one [[study]]"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\n[study.tune]\nval_split=0\nseeds=[1]\n", "val_split must be an int >= 1"),
+    ("[[study\n", "not valid TOML"),
+])
+def test_bad_specs_fail_with_one_clear_message(tmp_path, capsys, bad, message):
+    spec = write(tmp_path, bad)
+    assert sweep.main([str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_errors_without_traceback(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "tralgo", "sweep", str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    bad_workers = subprocess.run([sys.executable, "-m", "tralgo", "sweep", "x.toml", "--workers", "0"],
+                                 capture_output=True, text=True)
+    assert bad_workers.returncode == 2 and "--workers must be an int >= 1" in bad_workers.stderr
+
+
+def test_pool_runs_everything_skips_finished_and_records_failures(tmp_path, fake_train):
+    text = SPEC.replace('name = "trsgd-lam0"', 'name = "trsgd-lam0"\nlr = 999')  # this variant crashes
+    text = text.replace('lam = 0.2', 'lam = 0.2\nseed = 1')  # keep seeds distinct below
+    spec = sweep.load_spec(write(tmp_path, SPEC.replace('lam = 0.0', 'lam = 0.0\nlr = 999')))
+    out = tmp_path / "runs"
+    runner = sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None)
+    summary = runner.run()
+    assert summary["finished"] == 10 and summary["failed"] == 4
+    assert 0 < summary["busy_s"] and summary["wall_s"] > 0
+    failed = out / "headline" / "trsgd-lam0" / "batch_size-8_seed-1"
+    status = json.loads((failed / sweep.STATUS_FILE).read_text())
+    assert status["status"] == "failed" and status["returncode"] == 1 and "simulated crash" in status["error"]
+    ok = out / "headline" / "sgd" / "batch_size-8_seed-1"
+    assert json.loads((ok / "result.json").read_text())["status"] == "finished"
+    assert json.loads((ok / sweep.SWEEP_FILE).read_text())["variant"] == "sgd"
+    events = [json.loads(l) for l in (out / sweep.EVENTS_FILE).read_text().splitlines()]
+    assert events[0]["event"] == "session_start" and events[-1]["event"] == "session_end"
+    assert sum(e["event"] == "run_end" for e in events) == 14
+    # A second sweep starts only the failed runs again; finished ones are skipped.
+    summary = sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None).run()
+    assert summary["finished"] == 0 and summary["failed"] == 4
+    assert len(starts(ok)) == 1 and len(starts(failed)) == 2
+
+
+def test_interrupted_run_is_resumed_and_divergence_is_not_a_failure(tmp_path, fake_train):
+    spec = sweep.load_spec(write(tmp_path, SPEC.replace("lr = 0.1\n[[study.variant]]\nname = \"trsgd\"",
+                                                        "lr = 666\n[[study.variant]]\nname = \"trsgd\"")))
+    out = tmp_path / "runs"
+    interrupted = out / "headline" / "trsgd" / "batch_size-2_seed-2"
+    interrupted.mkdir(parents=True)
+    (interrupted / "checkpoint.pt").write_bytes(b"x")
+    summary = sweep.SweepRunner(spec, out, workers=3, command=fake_train, poll_s=0.02, echo=lambda *_: None,
+                                only=["headline"]).run()
+    assert summary["diverged"] == 4 and summary["failed"] == 0 and summary["finished"] == 8
+    assert starts(interrupted)[0]["resume"] is True
+    assert starts(out / "headline" / "trsgd" / "batch_size-2_seed-1")[0]["resume"] is False
+    assert sweep.run_status(out / "headline" / "sgd" / "batch_size-8_seed-1") == "diverged"
+
+
+def test_changed_spec_does_not_reuse_a_folder(tmp_path, fake_train):
+    out = tmp_path / "runs"
+    spec = sweep.load_spec(write(tmp_path, SPEC))
+    sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None,
+                      max_runs=1).run()
+    first = out / "headline" / "sgd" / "batch_size-8_seed-1"
+    assert sweep.run_status(first) == "finished"
+    (first / "result.json").unlink()  # pretend it was interrupted, then change the spec
+    changed = sweep.load_spec(write(tmp_path, SPEC.replace("lr = 0.1", "lr = 0.3", 1)))
+    summary = sweep.SweepRunner(changed, out, workers=1, command=fake_train, poll_s=0.02, echo=lambda *_: None,
+                                max_runs=1).run()
+    assert summary["failed"] == 1
+    assert "different spec" in json.loads((first / sweep.STATUS_FILE).read_text())["error"]
+
+
+TUNE_SPEC = """
+[defaults]
+epochs = 1
+[[study]]
+name = "tuned"
+[study.grid]
+batch_size = [8]
+seed = [1, 2, 3]
+[[study.variant]]
+name = "sgd"
+optimizer = "sgd"
+lr = 0.1
+[[study.variant]]
+name = "trsgd"
+role = "tr"
+base = "sgd"
+optimizer = "trsgd"
+lr = 0.1
+[study.tune]
+val_split = 100
+seeds = [1, 2]
+[study.tune.search]
+sgd = { lr = [0.2, 0.05, 666] }
+trsgd = { lr = [0.02, 0.1], lam = [0.0, 1.0] }
+"""
+
+
+def test_tuning_picks_best_validation_lr_then_runs_the_study(tmp_path, fake_train, capsys):
+    spec_path = write(tmp_path, TUNE_SPEC)
+    out = tmp_path / "runs"
+    assert sweep.main([str(spec_path), "--dry-run", "--out", str(out), "--launcher", "python"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert sum("--val-split 100" in l for l in printed) == 3 * 2 + 4 * 2
+    assert printed[-1].startswith("# study 'tuned': 2 tuned runs wait")
+    spec = sweep.load_spec(spec_path)
+    summary = sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None).run()
+    assert summary["finished"] == 12 + 6 and summary["diverged"] == 2
+    runs, notes = sweep.plan(spec, out)
+    final = [r for r in runs if not r.tuning]
+    assert not notes and len(final) == 6
+    # val_acc = 1 - |lr - 0.05|: sgd picks 0.05 (666 diverged -> scored 0); trsgd's tie on lam -> smaller lam.
+    assert {r.options["lr"] for r in final if r.variant == "sgd"} == {0.05}
+    assert {(r.options["lr"], r.options["lam"]) for r in final if r.variant == "trsgd"} == {(0.02, 0.0)}
+    assert all("val_split" not in r.options for r in final)
