@@ -14,11 +14,20 @@ from tralgo.experiments.trainer import EXIT_USAGE, RunError, RunOptions, TrainCo
 EXIT_DATA = 1
 
 _LAM_HELP = (
-    "the paper's lambda: the proximal gradient added at each step is lam_k*(w - anchor) "
-    "(default %(default)s). The authors' code uses lambda_w = 0.1*lr0 with coefficient "
+    "the paper's lambda: the proximal gradient added at each step is lam_k*(w - anchor). The authors' code uses lambda_w = 0.1*lr0 with coefficient "
     "2*lambda_w/current_lr, which is lam = 2*lambda_w/lr0 = 0.2 with --lam-scaling inverse_lr: "
     "the defaults reproduce it. lam 0 makes TR* the base optimizer plus only the inner lr decay"
 )
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for flags and the uninformative None of optional values."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        is_flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if action.default is None or is_flag:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one image classifier into a resumable run folder (config.json, metrics.jsonl, "
                     "checkpoint.pt, result.json). Defaults are the paper's (batch 8, S=10, step schedule); "
                     "under torchrun it trains data-parallel.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default=defaults.dataset, help="fashion-mnist, mnist, cifar10 or cifar100")
