@@ -1,0 +1,121 @@
+"""Adam vs TRAdam vs the inner-decay-equivalent-lr Adam control, over seeds: a table shaped like
+the paper's Tables 2-3 (GT, then one row per optimizer; mean +- std over seeds)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tralgo.experiments.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tralgo.gan.data import _png_bytes, to_image
+from tralgo.gan.evaluate import EVAL_FILE, evaluate_run, file_digest
+from tralgo.gan.train import GANConfig, _val_tensors, build_datasets, generate, inner_decay_equivalent_lr, \
+    load_generator, train
+
+METHODS = ("adam", "tradam", "adam_equiv_lr")
+METHOD_LABELS = {"adam": "Adam", "tradam": "TRAdam", "adam_equiv_lr": "Adam, lr x H_S/S"}
+METRICS = ("per_pixel_acc", "per_class_acc", "class_iou")
+
+
+def method_config(base: GANConfig, method: str, seed: int) -> GANConfig:
+    """The run config of one table row: the base config with the method's optimizer and lr."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    changes = {"seed": seed, "optimizer": "tradam" if method == "tradam" else "adam"}
+    if method == "adam_equiv_lr":
+        changes["lr"] = inner_decay_equivalent_lr(base.lr, base.inner_steps)
+    return dataclasses.replace(base, **changes)
+
+
+def run_dir_of(out: Path, method: str, seed: int) -> Path:
+    return out / "runs" / f"{method}_seed{seed}"
+
+
+def run_all(base: GANConfig, out: str | Path, methods, seeds, judge_path: str | Path,
+            log: Callable[[str], None] = print) -> dict:
+    """Train (resuming unfinished runs), evaluate (unless already evaluated with this judge), summarise."""
+    out = Path(out)
+    for seed in seeds:
+        for method in methods:
+            run_dir = run_dir_of(out, method, seed)
+            log(f"== {method} seed {seed} -> {run_dir}")
+            train(method_config(base, method, seed), run_dir, resume=True, log=log)
+            eval_path = run_dir / EVAL_FILE
+            # read the judge only now: it may still be training when the first run starts
+            digest = file_digest(judge_path)
+            if not eval_path.exists() or json.loads(eval_path.read_text()).get("judge_sha256") != digest:
+                evaluate_run(run_dir, judge_path, base.device)
+    return summarise(out, methods, seeds)
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def summarise(out: str | Path, methods, seeds) -> dict:
+    """summary.json + table.md from the runs' eval.json files (runs without one are listed as missing)."""
+    out = Path(out)
+    rows, missing, gt = {}, [], None
+    for method in methods:
+        evals = []
+        for seed in seeds:
+            path = run_dir_of(out, method, seed) / EVAL_FILE
+            if path.exists():
+                evals.append(json.loads(path.read_text()))
+            else:
+                missing.append(f"{method}_seed{seed}")
+        if evals:
+            rows[method] = {m: _mean_std([e["fake"][m] for e in evals]) for m in METRICS}
+            rows[method]["val_l1"] = _mean_std([e["val_l1"] for e in evals])
+            rows[method]["wall_s"] = _mean_std([_wall(run_dir_of(out, method, s)) for s in seeds
+                                                if (run_dir_of(out, method, s) / EVAL_FILE).exists()])
+            gt = gt or evals[0]["gt"]
+    summary = {"rows": rows, "gt": gt, "seeds": list(seeds), "methods": list(methods), "missing": missing}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "table.md", format_table(summary))
+    return summary
+
+
+def _wall(run_dir: Path) -> float:
+    result = run_dir / "result.json"
+    return json.loads(result.read_text()).get("wall_s", float("nan")) if result.exists() else float("nan")
+
+
+def format_table(summary: dict) -> str:
+    n = len(summary["seeds"])
+    lines = [f"| Method | Per-pixel acc. | Per-class acc. | Class IoU | val L1 | seeds |",
+             "|---|---|---|---|---|---|"]
+    gt = summary.get("gt")
+    if gt:
+        lines.append(f"| GT (real photos) | {gt['per_pixel_acc']:.3f} | {gt['per_class_acc']:.3f} | "
+                     f"{gt['class_iou']:.3f} | 0 | - |")
+    for method, row in summary["rows"].items():
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in METRICS]
+        cells.append(f"{row['val_l1']['mean']:.4f} ± {row['val_l1']['std']:.4f}")
+        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + f" | {len(row['val_l1']['values'])}/{n} |")
+    if summary.get("missing"):
+        lines.append("")
+        lines.append("Missing runs: " + ", ".join(summary["missing"]))
+    return "\n".join(lines) + "\n"
+
+
+def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: str | Path | None = None) -> Path:
+    """PNG: one column per validation image; rows label map, real photo, then each method's output."""
+    out = Path(out)
+    rows = None
+    for method in methods:
+        G, config = load_generator(run_dir_of(out, method, seed))
+        _, val = build_datasets(config)
+        inputs, reals = _val_tensors(val, count)
+        fakes = generate(G, inputs, seed=0)
+        if rows is None:
+            rows = [np.concatenate([to_image(x) for x in inputs], 1), np.concatenate([to_image(x) for x in reals], 1)]
+        rows.append(np.concatenate([to_image(x) for x in fakes], 1))
+    path = Path(path) if path else out / f"comparison_seed{seed}.png"
+    atomic_write_bytes(path, _png_bytes(np.concatenate(rows, 0)))
+    return path
