@@ -83,8 +83,8 @@ class Steps:
     eta: float  # SGD's step 1/(2 l) (Theorem 1)
 
     @classmethod
-    def of(cls, problem: FiniteSum) -> "Steps":
-        l = problem.smoothness_bound()
+    def of(cls, problem: FiniteSum, l_choice: str) -> "Steps":
+        l = problem.smoothness(l_choice)
         return cls(l=l, delta=problem.nonconvexity_bound(), lam=2.0 * l, eta=1.0 / (2.0 * l))
 
 
@@ -120,10 +120,10 @@ def _tile(w: np.ndarray, reps: int) -> np.ndarray:
 # -- Theorems 1 and 2 ---------------------------------------------------------------------------
 
 
-def theorems_study(problem: FiniteSum, cfg: StudyConfig) -> dict:
+def theorems_study(problem: FiniteSum, cfg: StudyConfig, l_choice: str = "f") -> dict:
     """E||grad f||^2 over outer iterates for SGD (batch M) and TRSGD (batch 1, S inner steps) at
     equal gradient calls N = T M = T S, at every power-of-two N up to ``gradient_calls``."""
-    steps = Steps.of(problem)
+    steps = Steps.of(problem, l_choice)
     region, curvature = RegionStats(), _Curvature(problem)
     rr = min(cfg.region_reps, cfg.theorem_reps)
     W0 = _tile(problem.w0, cfg.theorem_reps)
@@ -168,9 +168,9 @@ def theorems_study(problem: FiniteSum, cfg: StudyConfig) -> dict:
 # -- anchors shared by Lemma 2 and the variance study ---------------------------------------------
 
 
-def anchor_points(problem: FiniteSum, cfg: StudyConfig) -> list[dict]:
+def anchor_points(problem: FiniteSum, cfg: StudyConfig, l_choice: str = "f") -> list[dict]:
     """Fixed points along one seeded SGD (batch 1, eta = 1/(2l)) trajectory from w0."""
-    steps = Steps.of(problem)
+    steps = Steps.of(problem, l_choice)
     wanted = sorted(set(cfg.anchor_steps))
     points = {0: problem.w0.copy()} if 0 in wanted else {}
 
@@ -186,18 +186,18 @@ def anchor_points(problem: FiniteSum, cfg: StudyConfig) -> list[dict]:
 # -- Lemma 2 ----------------------------------------------------------------------------------------
 
 
-def lemma2_study(problem: FiniteSum, cfg: StudyConfig) -> dict:
+def lemma2_study(problem: FiniteSum, cfg: StudyConfig, l_choice: str = "f") -> dict:
     """||w_S - w*||^2 and ||grad G_t(w_S)||^2 after S inner steps on G_t, S = 1, 2, 4, ...
 
     Also the constant of Rakhlin et al.'s lemma (which Lemma 2 follows): G^2 = max over visited
     inner iterates of E_i ||grad f_i(w) + lam (w - w_t)||^2 = ||grad G_t(w)||^2 + sigma^2(w).
     """
-    steps = Steps.of(problem)
+    steps = Steps.of(problem, l_choice)
     region, curvature = RegionStats(), _Curvature(problem)
     rr = min(cfg.region_reps, cfg.lemma_reps)
     checkpoints = _powers_of_two(cfg.lemma_max_inner)
     anchors = []
-    for anchor in anchor_points(problem, cfg):
+    for anchor in anchor_points(problem, cfg, l_choice):
         w_star = problem.prox_minimizer(anchor["w"], steps.lam)
         records: dict[int, dict] = {}
         second_moment = [0.0]
@@ -222,6 +222,9 @@ def lemma2_study(problem: FiniteSum, cfg: StudyConfig) -> dict:
         anchors.append({
             "sgd_steps": anchor["sgd_steps"],
             "anchor_to_minimiser_sq": float(np.sum((anchor["w"] - w_star) ** 2)),
+            # ||grad G_t(w*)||: the minimiser's error is at most this / (lam - delta).
+            "minimiser_residual": float(np.linalg.norm(
+                problem.evaluate(w_star).grad[0] + steps.lam * (w_star - anchor["w"]))),
             "stochastic_grad_G_second_moment": second_moment[0],
             "checkpoints": [records[k] for k in checkpoints],
         })
@@ -250,12 +253,12 @@ def update_directions(problem: FiniteSum, w: np.ndarray, S: int, draws: int, ste
     return out
 
 
-def variance_study(problem: FiniteSum, cfg: StudyConfig) -> dict:
+def variance_study(problem: FiniteSum, cfg: StudyConfig, l_choice: str = "f") -> dict:
     """Covariance trace of each method's update direction at fixed points of a trajectory."""
-    steps = Steps.of(problem)
+    steps = Steps.of(problem, l_choice)
     region = RegionStats()
     points = []
-    for anchor in anchor_points(problem, cfg):
+    for anchor in anchor_points(problem, cfg, l_choice):
         ev = problem.evaluate(anchor["w"])
         region.update(ev)
         rows = []
@@ -276,16 +279,16 @@ def variance_study(problem: FiniteSum, cfg: StudyConfig) -> dict:
 STUDY_FUNCTIONS = {"theorems": theorems_study, "lemma2": lemma2_study, "variance": variance_study}
 
 
-def run_study(name: str, problem: FiniteSum, cfg: StudyConfig) -> dict:
+def run_study(name: str, problem: FiniteSum, cfg: StudyConfig, l_choice: str = "f") -> dict:
     if name not in STUDY_FUNCTIONS:
         raise ValueError(f"study must be one of {STUDIES}, got {name!r}")
     start = time.perf_counter()
-    result = STUDY_FUNCTIONS[name](problem, cfg)
+    result = STUDY_FUNCTIONS[name](problem, cfg, l_choice)
     result["seconds"] = time.perf_counter() - start
     return result
 
 
-def constants(problem: FiniteSum, results: dict[str, dict]) -> dict:
+def constants(problem: FiniteSum, results: dict[str, dict], l_choice: str = "f") -> dict:
     """l, delta (global bounds) and the empirical g, sigma^2, B over every study's region."""
     region = RegionStats()
     lo, hi = np.inf, -np.inf
@@ -295,7 +298,8 @@ def constants(problem: FiniteSum, results: dict[str, dict]) -> dict:
             lo = min(lo, result["curvature"]["min_eigenvalue"])
             hi = max(hi, result["curvature"]["max_eigenvalue"])
     return {
-        "l": problem.smoothness_bound(),
+        "l": problem.smoothness(l_choice),
+        "l_f": problem.smoothness_bound(),
         "l_per_sample": problem.per_sample_smoothness_bound(),
         "delta": problem.nonconvexity_bound(),
         "empirical_max_eigenvalue": hi,
