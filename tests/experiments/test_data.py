@@ -120,6 +120,10 @@ def test_label_out_of_range_and_count_mismatch(isolated_data, tmp_path, writers)
     _write(tmp_path / "train-labels-idx1-ubyte.gz", writers.idx_bytes(np.array([0, 1])))
     with pytest.raises(DataError, match="holds 3 images but .* holds 2 labels"):
         load_dataset("mnist", tmp_path)
+    _write(tmp_path / "train-images-idx3-ubyte.gz", writers.idx_bytes(np.zeros((0, 28, 28))))
+    _write(tmp_path / "train-labels-idx1-ubyte.gz", writers.idx_bytes(np.zeros(0)))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz holds no images"):
+        load_dataset("mnist", tmp_path)
 
 
 # ------------------------------------------------------------------------------------------

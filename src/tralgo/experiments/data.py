@@ -168,7 +168,7 @@ def _check_name(name: str) -> str:
 # Where to look.
 # --------------------------------------------------------------------------------------------
 
-def _base_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
+def _base_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
     """Base folders a user or the cache may hold data in, in lookup order (no duplicates)."""
     bases: list[Path] = []
     if data_dir is not None:
@@ -184,7 +184,7 @@ def search_paths(name: str, data_dir: str | os.PathLike | None = None) -> list[P
     """The folders searched for ``name``'s files, in lookup order."""
     _check_name(name)
     paths: list[Path] = []
-    for base in _base_dirs(name, data_dir):
+    for base in _base_dirs(data_dir):
         # The named subfolder first: MNIST and Fashion-MNIST share file names, so files lying
         # directly in a shared folder are the less specific match.
         paths += [base / name, base]
@@ -246,7 +246,7 @@ def _missing_message(name: str, data_dir, cache_dir_hint: Path) -> str:
         "Ways to get it:",
         "  - pass --data-dir DIR (files in DIR or DIR/" + name + "/)",
         f"  - set {ENV_VAR}=DIR",
-        f"  - pass --download to fetch the official files into {cache_dir_hint}",
+        f"  - pass --download to fetch the official files (SHA-256 checked) into {cache_dir_hint}",
     ]
     if name == "fashion-mnist":
         lines.append("  - apt-get install dataset-fashion-mnist (installs to "
@@ -306,6 +306,8 @@ def _load_idx_split(files: dict[str, Path], split: str, num_classes: int):
     if len(images) != len(labels):
         raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds "
                         f"{len(labels)} labels")
+    if len(images) == 0:
+        raise DataError(f"{images_path} holds no images")
     _check_labels(labels, num_classes, labels_path)
     return (torch.from_numpy(images.copy()).unsqueeze(1).contiguous(),
             torch.from_numpy(labels.astype(np.int64)))
@@ -429,7 +431,7 @@ _DOWNLOAD_TIMEOUT_S = 60
 def _cache_dir(name: str, data_dir) -> Path:
     """The first writable base folder's ``<name>/`` subfolder (created)."""
     tried = []
-    for base in _base_dirs(name, data_dir):
+    for base in _base_dirs(data_dir):
         target = base / name
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -481,7 +483,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
         _download(name, data_dir)
         found = _locate(name, data_dir)
     if found is None:
-        hint = _base_dirs(name, data_dir)[0] / name
+        hint = _base_dirs(data_dir)[0] / name
         raise DataError(_missing_message(name, data_dir, hint))
 
     num_classes = _NUM_CLASSES[name]
