@@ -101,7 +101,8 @@ class Case:
 def _grid(cases: list[Case], plt):
     problems = list(dict.fromkeys(c.problem for c in cases))
     choices = list(dict.fromkeys(c.l_choice for c in cases))
-    fig, axes = plt.subplots(len(choices), len(problems), figsize=(4.2 * len(problems), 3.6 * len(choices)), squeeze=False)
+    fig, axes = plt.subplots(len(choices), len(problems), figsize=(4.2 * len(problems), 3.6 * len(choices)), squeeze=False,
+                             constrained_layout=True)
     where = {(c.problem, c.l_choice): axes[choices.index(c.l_choice)][problems.index(c.problem)] for c in cases}
     for case in cases:
         where[(case.problem, case.l_choice)].set_title(f"{case.problem}\n{L_CHOICE_TEXT[case.l_choice]}", fontsize=9)
