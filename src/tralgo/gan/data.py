@@ -377,7 +377,7 @@ class AlignedFolder(Dataset):
                 label = None if label is None else label[:, ::-1]
         item = {"input": to_unit_range(source), "target": to_unit_range(target), "name": path.stem}
         if label is not None:
-            item["label"] = torch.from_numpy(np.ascontiguousarray(label)).long()
+            item["label"] = torch.from_numpy(np.array(label, dtype=np.int64))
         return item
 
 
