@@ -7,12 +7,13 @@ import sys
 import pytest
 
 from tralgo.experiments.train_cli import build_parser, main
-from tralgo.experiments.trainer import synthetic_dataset, write_idx_dataset
 
 
-@pytest.fixture(scope="module")
-def idx_dir(tmp_path_factory):
-    return write_idx_dataset(synthetic_dataset(n_train=64, n_test=32, seed=5), tmp_path_factory.mktemp("fmnist"))
+@pytest.fixture
+def idx_dir(tmp_path, writers):
+    folder = tmp_path / "fmnist"
+    writers.write_idx_dataset(folder, n_train=64, n_test=32, seed=5)
+    return folder
 
 
 def tralgo(*args, cwd=None):
@@ -57,10 +58,8 @@ def test_bad_values_give_one_message_and_exit_2(capsys, tmp_path, args, message)
     assert not (tmp_path / "r").exists()
 
 
-def test_missing_data_is_a_data_error_naming_the_remedies(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("TRALGO_DATA", raising=False)
-    code, _, err = run_main(capsys, "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"), "--epochs", "1",
+def test_missing_data_is_a_data_error_naming_the_remedies(capsys, tmp_path, isolated_data):
+    code, _, err = run_main(capsys, "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"), "--epochs", "1",
                             "--out", str(tmp_path / "r"))
     assert code == 1 and "not found" in err and "--download" in err and "Traceback" not in err
 
@@ -98,3 +97,34 @@ def test_help_explains_every_option():
         assert action.help, action.option_strings
     text = " ".join(parser.format_help().split())
     assert "lam = 2*lambda_w/lr0 = 0.2" in text and "--restart-inner-each-epoch" in text
+
+
+# -- tralgo demo (its own command; tested here next to the train command it drives) -------------
+
+@pytest.mark.slow  # four training processes: ~10 s on an idle 2-core machine
+def test_demo_quick_trains_four_runs_tabulates_plots_and_skips_finished_runs(tmp_path, idx_dir, capsys):
+    from tralgo.experiments import demo
+
+    out = tmp_path / "demo"
+    assert demo.main(["--quick", "--data-dir", str(idx_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("sgd", "trsgd", "adam", "tradam"):
+        result = json.loads((out / name / "result.json").read_text())
+        assert result["status"] == "finished" and result["epochs_completed"] == demo.QUICK_EPOCHS
+        assert f"| {name} |" in printed
+    assert "deviation from the paper" in printed
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "demo.md").read_text().startswith("| run |")
+    # Rerunning resumes every run folder: all four report they are already finished.
+    assert demo.main(["--quick", "--data-dir", str(idx_dir), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("already finished") == 4
+
+
+def test_demo_without_the_dataset_says_how_to_get_it(tmp_path, isolated_data, capsys):
+    from tralgo.experiments import demo
+
+    code = demo.main(["--quick", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "demo")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "apt-get install dataset-fashion-mnist" in err and "--download" in err and "--data-dir" in err
+    assert not (tmp_path / "demo").exists()

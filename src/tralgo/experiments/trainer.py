@@ -777,7 +777,7 @@ def _write_result(out: Path, status: str, epochs_completed: int, final: dict | N
 
 
 # ---------------------------------------------------------------------------------------------
-# Synthetic data (tests, benchmarks, the demo's --quick mode)
+# Synthetic data (tests, benchmarks)
 # ---------------------------------------------------------------------------------------------
 
 def synthetic_dataset(n_train: int = 256, n_test: int = 128, *, num_classes: int = 10, channels: int = 1,
@@ -801,21 +801,3 @@ def synthetic_dataset(n_train: int = 256, n_test: int = 128, *, num_classes: int
     return ImageDataset(name, train_images, train_labels, test_images, test_labels, num_classes,
                         (0.5,) * channels, (0.25,) * channels)
 
-
-def write_idx_dataset(dataset, folder: str | os.PathLike) -> Path:
-    """Write a one-channel ``ImageDataset`` as the four gzipped IDX files of (Fashion-)MNIST."""
-    import gzip
-    import struct
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def idx(array: Tensor) -> bytes:
-        header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
-        return header + array.to(torch.uint8).contiguous().numpy().tobytes()
-
-    files = {"train-images-idx3-ubyte": dataset.train_images[:, 0], "train-labels-idx1-ubyte": dataset.train_labels,
-             "t10k-images-idx3-ubyte": dataset.test_images[:, 0], "t10k-labels-idx1-ubyte": dataset.test_labels}
-    for stem, array in files.items():
-        (folder / f"{stem}.gz").write_bytes(gzip.compress(idx(array)))
-    return folder
