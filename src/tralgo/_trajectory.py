@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tralgo import _functional as F
+from tralgo import _fused as F_fused
 
 ANCHOR_KEY = "tralgo_anchor"
 COUNTER_KEY = "inner_step"
@@ -54,6 +55,11 @@ def check_options(lam: Any, inner_steps: Any, inner_lr_decay: Any, lam_scaling: 
         raise TypeError(f"inner_lr_decay must be True or False, got {inner_lr_decay!r}{suffix}")
     if lam_scaling not in LAM_SCALINGS:
         raise ValueError(f"lam_scaling must be one of {LAM_SCALINGS}, got {lam_scaling!r}{suffix}")
+
+
+def check_fused(fused: Any) -> None:
+    if fused not in (None, False, True, "compiled"):
+        raise ValueError(f"fused must be None, False, True or 'compiled', got {fused!r}")
 
 
 def _as_float(value: float | Tensor) -> float:
@@ -213,11 +219,15 @@ class TrajectoryRegularized(Optimizer):
         return f"{type(self).__name__}({options}) over {self.optimizer!r}"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "_tr_defaults": self._tr_defaults}
+        kernel = self._compiled_kernel
+        return {"optimizer": self.optimizer, "_tr_defaults": self._tr_defaults,
+                "compiled_update": None if kernel is None else kernel.update}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.optimizer = state["optimizer"]
         self._tr_defaults = state["_tr_defaults"]
+        if state.get("compiled_update") is not None:
+            self._compiled_kernel = F_fused.CompiledKernel(state["compiled_update"])
         self._init_hooks()
 
     # -- checkpoints: the base's standard format, with tralgo's keys in it ---------------------
@@ -282,23 +292,59 @@ class TrajectoryRegularized(Optimizer):
         fold = closure is None and type(self.optimizer) in _FOLDABLE_BASES
         with torch.no_grad():
             plans = [self._plan_group(group, index, fold, closure is not None) for index, group in enumerate(self.param_groups)]
-        try:
-            with torch.no_grad():
-                for plan in plans:
-                    self._apply_lr_and_weight_decay(plan)
-                if closure is None:
-                    for plan in plans:
-                        self._add_proximal(plan, fold)
-            loss = self.optimizer.step() if closure is None else self.optimizer.step(self._wrap_closure(closure, plans))
-        finally:
-            for plan in plans:
-                plan.group["lr"] = plan.lr
-                if plan.folded_weight_decay is not None:
-                    plan.group["weight_decay"] = plan.folded_weight_decay
+            eager_plans = plans
+            if closure is None and self._compiled_kernel is not None:
+                eager_plans = [plan for plan in plans if not self._compiled_group_step(plan)]
+        loss = None
+        if eager_plans:
+            # Groups already updated by the compiled kernel must not be stepped again by the base.
+            eager_ids = {id(plan) for plan in eager_plans}
+            hidden = [(p, p.grad) for plan in plans if id(plan) not in eager_ids
+                      for p in plan.group["params"] if p.grad is not None]
+            for param, _ in hidden:
+                param.grad = None
+            try:
+                with torch.no_grad():
+                    for plan in eager_plans:
+                        self._apply_lr_and_weight_decay(plan)
+                    if closure is None:
+                        for plan in eager_plans:
+                            self._add_proximal(plan, fold)
+                loss = self.optimizer.step() if closure is None else self.optimizer.step(self._wrap_closure(closure, eager_plans))
+            finally:
+                for plan in eager_plans:
+                    plan.group["lr"] = plan.lr
+                    if plan.folded_weight_decay is not None:
+                        plan.group["weight_decay"] = plan.folded_weight_decay
+                for param, grad in hidden:
+                    param.grad = grad
         with torch.no_grad():
             for plan in plans:
                 self._commit(plan)
         return loss
+
+    # Set by TRSGD / TRAdam / TRAdamW with fused="compiled": a tralgo._fused.CompiledKernel.
+    _compiled_kernel = None
+
+    def _compiled_group_step(self, plan: _GroupStep) -> bool:
+        """Update the group with the compiled kernel; False when it must take the eager path."""
+        return False
+
+    def _compiled_inputs(self, plan: _GroupStep) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | None:
+        """(params, grads, anchors) of a group the compiled kernel can take, else None."""
+        if plan.new_params or not self._compiled_kernel.available:
+            return None  # a first gradient: the base initialises its state eagerly, once
+        pairs = [(p, a) for p, a in zip(plan.params, plan.anchors) if p.grad is not None]
+        if any(p.grad.is_sparse or p.is_complex() for p, _ in pairs):
+            return None
+        if len({(p.device, p.dtype) for p, _ in pairs}) > 1:
+            return None
+        params = [p for p, _ in pairs]
+        return params, [p.grad for p in params], [a for _, a in pairs]
+
+    def _inner_lr(self, plan: _GroupStep) -> float:
+        lr = _as_float(plan.lr)
+        return lr / (plan.k + 1) if plan.group["inner_lr_decay"] else lr
 
     def _plan_group(self, group: dict, index: int, fold: bool, has_closure: bool) -> _GroupStep:
         self._check_group(group, index)
