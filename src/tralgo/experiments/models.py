@@ -17,10 +17,10 @@ DenseNet121 6,956,298.
 
 Small CNN speed, measured with ``python -m tralgo.experiments.models`` (500 forward + backward +
 SGD-momentum steps at batch size 8, 1 thread, after 20 warm-up steps; 2-core Intel Xeon CPU
-shared with other jobs, 2026-11-28): 5.9-6.3 ms CPU time per step, i.e. one Fashion-MNIST epoch
-(7500 steps) ~ 45-48 s of CPU time, which is what wall time approaches on an uncontended core
-(not observed: the machine was never idle); at load ~10 wall time was 14-18 ms/step (106-134 s
-per epoch). The trainer's data indexing, augmentation and the TR wrapper add to this.
+shared with other jobs, 2026-11-28, three runs): 5.4-6.3 ms CPU time per step, i.e. one
+Fashion-MNIST epoch (7500 steps) ~ 41-48 s of CPU time, which is what wall time approaches on an
+uncontended core (not observed: the machine was never idle); at load ~10 wall time was
+14-18 ms/step (106-134 s per epoch). The trainer's data indexing, augmentation and the TR wrapper add to this.
 """
 from __future__ import annotations
 
@@ -201,8 +201,8 @@ class SmallCNN(nn.Module):
     Feature maps are pooled to 7x7 before the classifier: a no-op (skipped) for 28x28 inputs,
     and what lets 32x32 (CIFAR) inputs through the same classifier.
     The layers run channels-last: on this CPU's oneDNN kernels a batch-8 training step then took
-    4.7 ms of CPU time against 7.0 ms in NCHW (median of 5 interleaved runs of 100 steps; NCHW
-    max-pooling is especially slow).
+    4.7 and 6.7 ms of CPU time against 7.0 and 7.6 ms in NCHW (two sessions, each the median of
+    5 interleaved runs of 100 steps, on a loaded machine; NCHW max-pooling is especially slow).
     """
 
     pooled_size = 7
