@@ -214,7 +214,7 @@ def test_pool_runs_everything_skips_finished_and_records_failures(tmp_path, fake
     assert status["status"] == "failed" and status["returncode"] == 1 and "simulated crash" in status["error"]
     ok = out / "headline" / "sgd" / "batch_size-8_seed-1"
     assert json.loads((ok / "result.json").read_text())["status"] == "finished"
-    assert json.loads((ok / sweep.SWEEP_FILE).read_text())["variant"] == "sgd"
+    assert json.loads((ok / sweep.SWEEP_FILE).read_text())["memberships"][0]["variant"] == "sgd"
     events = [json.loads(l) for l in (out / sweep.EVENTS_FILE).read_text().splitlines()]
     assert events[0]["event"] == "session_start" and events[-1]["event"] == "session_end"
     assert sum(e["event"] == "run_end" for e in events) == 14
@@ -231,11 +231,13 @@ def test_interrupted_run_is_resumed_and_divergence_is_not_a_failure(tmp_path, fa
     interrupted = out / "headline" / "trsgd" / "batch_size-2_seed-2"
     interrupted.mkdir(parents=True)
     (interrupted / "checkpoint.pt").write_bytes(b"x")
-    summary = sweep.SweepRunner(spec, out, workers=3, command=fake_train, poll_s=0.02, echo=lambda *_: None,
+    said = []
+    summary = sweep.SweepRunner(spec, out, workers=3, command=fake_train, poll_s=0.02, echo=said.append,
                                 only=["headline"]).run()
     assert summary["diverged"] == 4 and summary["failed"] == 0 and summary["finished"] == 8
+    # Every launch passes --resume (tralgo train starts a fresh folder and continues an old one).
     assert starts(interrupted)[0]["resume"] is True
-    assert starts(out / "headline" / "trsgd" / "batch_size-2_seed-1")[0]["resume"] is False
+    assert f"resume  {interrupted}" in said and f"start   {out / 'headline' / 'sgd' / 'batch_size-8_seed-1'}" in said
     assert sweep.run_status(out / "headline" / "sgd" / "batch_size-8_seed-1") == "diverged"
 
 
@@ -298,3 +300,30 @@ def test_tuning_picks_best_validation_lr_then_runs_the_study(tmp_path, fake_trai
     assert {r.options["lr"] for r in final if r.variant == "sgd"} == {0.05}
     assert {(r.options["lr"], r.options["lam"]) for r in final if r.variant == "trsgd"} == {(0.02, 0.0)}
     assert all("val_split" not in r.options for r in final)
+
+
+def test_identical_runs_of_two_studies_are_trained_once(tmp_path, fake_train):
+    text = SPEC + """
+[[study]]
+name = "table4"
+[study.grid]
+batch_size = [8, 32]
+seed = [1, 2]
+[[study.variant]]
+name = "sgd-b"
+optimizer = "sgd"
+lr = 0.1
+"""
+    spec = sweep.load_spec(write(tmp_path, text))
+    out = tmp_path / "runs"
+    runs, _ = sweep.plan(spec, out)
+    shared = [r for r in runs if r.also]
+    assert len(shared) == 2 and all(r.study == "headline" and r.grid["batch_size"] == "8" for r in shared)
+    assert shared[0].also[0]["study"] == "table4" and shared[0].also[0]["variant"] == "sgd-b"
+    only_t4, _ = sweep.plan(spec, out, only=["table4"])
+    assert len(only_t4) == 4 and {r.folder.parts[-3] for r in only_t4} == {"headline", "table4"}
+    summary = sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None,
+                                only=["table4"]).run()
+    assert summary["finished"] == 4
+    recorded = json.loads((shared[0].folder / sweep.SWEEP_FILE).read_text())
+    assert [m["study"] for m in recorded["memberships"]] == ["headline", "table4"]

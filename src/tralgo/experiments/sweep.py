@@ -11,9 +11,9 @@ Guarantees:
 * a run whose ``result.json`` says finished or diverged is skipped, an interrupted run (it has a
   checkpoint) is resumed with ``--resume``, a failed run is recorded in its folder
   (``sweep_status.json``, with the tail of ``train.log``) and the others go on;
-* runs start in priority order: studies in file order, then seed-major (every configuration's
-  first seed before any second seed), so a sweep stopped early leaves balanced, reportable
-  results;
+* runs start in priority order: by the study's ``priority`` (default: its position in the file;
+  studies with equal priority are interleaved), then seed-major (every configuration's first
+  seed before any second seed), so a sweep stopped early leaves balanced, reportable results;
 * ``--dry-run`` prints one command per run (``torchrun`` lines by default) for a scheduler;
 * each session appends start / run-end / end events to ``<out>/sweep_events.jsonl``, from which
   the report computes wall time against the sum of run times (how busy the workers were).
@@ -26,6 +26,7 @@ the best values. Those runs are planned as soon as their tuning runs are complet
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import itertools
 import json
@@ -82,13 +83,16 @@ class Run:
     order: tuple         # priority key (study index, seed position, ...)
     tuning: bool = False
     report: dict = field(default_factory=dict)
+    also: tuple = ()     # memberships of later studies that reuse this very run (same options)
+
+    def membership(self) -> dict:
+        return {"study": self.study, "variant": self.variant, "role": self.role, "base": self.base,
+                "grid": self.grid, "tuning": self.tuning, "report": self.report}
 
     def identity(self) -> dict:
-        """What ``sweep.json`` records; a folder whose identity differs was made by another spec."""
-        return {
-            "study": self.study, "variant": self.variant, "role": self.role, "base": self.base,
-            "grid": self.grid, "options": self.options, "tuning": self.tuning, "report": self.report,
-        }
+        """What ``sweep.json`` records: the train options (a folder holding other options was made
+        by another spec) and every (study, variant, grid point) the run stands for."""
+        return {"options": self.options, "memberships": [self.membership(), *self.also]}
 
 
 def load_spec(path: str | os.PathLike) -> dict:
@@ -123,6 +127,9 @@ def validate_spec(spec: dict) -> None:
             raise SpecError(f"study #{i + 1}: 'name' must be a non-empty string without '/'")
         if name in names:
             raise SpecError(f"study {name!r} appears twice")
+        priority = study.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise SpecError(f"study {name!r}: priority must be an int, got {priority!r}")
         names.add(name)
         where = f"study {name!r}"
         _check_train_keys(study.get("defaults", {}), f"{where} [defaults]")
@@ -220,13 +227,12 @@ def plan(spec: dict, out: str | os.PathLike, only: Iterable[str] | None = None) 
     only = set(only) if only else None
     runs, notes = [], []
     for s_index, study in enumerate(spec["study"]):
-        if only is not None and study["name"] not in only:
-            continue
         defaults = {**spec.get("defaults", {}), **study.get("defaults", {})}
         report = study.get("report", {})
+        priority = study.get("priority", s_index)
         chosen = None
         if "tune" in study:
-            tuning_runs, chosen, waiting = _plan_tuning(study, defaults, out, s_index)
+            tuning_runs, chosen, waiting = _plan_tuning(study, defaults, out, priority, s_index)
             runs.extend(tuning_runs)
             if waiting:
                 notes.append(f"study {study['name']!r}: {waiting} tuned runs wait for their tuning runs to finish")
@@ -243,17 +249,41 @@ def plan(spec: dict, out: str | os.PathLike, only: Iterable[str] | None = None) 
                     study=study["name"], variant=variant["name"], role=variant.get("role", "base"),
                     base=variant.get("base"), grid=labels, options=options,
                     folder=out / study["name"] / variant["name"] / _folder_name(labels),
-                    order=(s_index, 1) + order + (v_index,), report=report,
+                    order=(priority, 1) + order + (s_index, v_index), report=report,
                 ))
-    runs.sort(key=lambda r: r.order)
+    runs = _merge_identical(sorted(runs, key=lambda r: r.order))
+    if only is not None:
+        runs = [r for r in runs if {m["study"] for m in r.identity()["memberships"]} & only]
+        notes = [n for n in notes if any(f"study {name!r}" in n for name in only)]
     return runs, notes
+
+
+def _options_key(options: dict) -> str:
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def _merge_identical(runs: list[Run]) -> list[Run]:
+    """Runs with identical options are trained once: the first (highest priority) keeps its
+    folder and records the later ones as further memberships (e.g. Table 4's batch-8 runs are
+    the headline's)."""
+    first: dict[str, int] = {}
+    merged: list[Run] = []
+    for run in runs:
+        key = _options_key(run.options)
+        if key in first:
+            i = first[key]
+            merged[i] = dataclasses.replace(merged[i], also=merged[i].also + (run.membership(),))
+        else:
+            first[key] = len(merged)
+            merged.append(run)
+    return merged
 
 
 def _tune_key(variant: str, labels: dict) -> tuple:
     return (variant,) + tuple(sorted((a, l) for a, l in labels.items() if a != "seed"))
 
 
-def _plan_tuning(study: dict, defaults: dict, out: Path, s_index: int) -> tuple[list[Run], dict, int]:
+def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index: int) -> tuple[list[Run], dict, int]:
     """Tuning runs of a study, the chosen values per (variant, grid point), and how many wait."""
     tune = study["tune"]
     grid = {a: v for a, v in study.get("grid", {}).items() if a != "seed"}
@@ -279,7 +309,7 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, s_index: int) -> tuple[
                         study=study["name"], variant=variant["name"], role=variant.get("role", "base"),
                         base=variant.get("base"), grid=run_labels, options=options,
                         folder=out / study["name"] / "tune" / variant["name"] / _folder_name(run_labels),
-                        order=(s_index, 0, seed_pos) + order + (v_index,), tuning=True,
+                        order=(priority, 0, seed_pos) + order + (s_index, v_index), tuning=True,
                     )
                     runs.append(run)
                     values.append(tuning_score(run.folder, tune.get("metric", "val_acc")))
@@ -359,7 +389,7 @@ def train_arguments(run: Run, *, resume: bool) -> list[str]:
     return args
 
 
-def local_command(run: Run, resume: bool) -> list[str]:
+def local_command(run: Run, resume: bool = True) -> list[str]:
     return [sys.executable, "-m", "tralgo", "train", *train_arguments(run, resume=resume)]
 
 
@@ -388,15 +418,29 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _identity_matches(run: Run) -> bool:
-    path = run.folder / SWEEP_FILE
-    if not path.is_file():
-        return True
+def _recorded_identity(run: Run) -> dict | None:
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError):
-        return True
-    return recorded == json.loads(json.dumps(run.identity(), default=str))
+        return json.loads((run.folder / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+
+
+def _identity_matches(run: Run) -> bool:
+    recorded = _recorded_identity(run)
+    return recorded is None or _options_key(recorded.get("options")) == _options_key(run.options)
+
+
+def refresh_memberships(runs: list[Run]) -> int:
+    """Rewrite ``sweep.json`` of existing runs whose options match but whose list of studies
+    changed (a study added to the spec reuses them); returns how many were updated."""
+    updated = 0
+    for run in runs:
+        recorded = _recorded_identity(run)
+        wanted = json.loads(json.dumps(run.identity(), default=str))
+        if recorded is not None and _identity_matches(run) and recorded != wanted:
+            atomic_write_json(run.folder / SWEEP_FILE, run.identity())
+            updated += 1
+    return updated
 
 
 def _held_by_live_process(folder: Path) -> bool:
@@ -485,7 +529,9 @@ class SweepRunner:
         if (run.folder / STATUS_FILE).is_file():
             (run.folder / STATUS_FILE).unlink()
         resume = run_status(run.folder) == "interrupted"
-        argv = self.command(run, resume)
+        # ``tralgo train --resume`` starts a fresh folder and continues an interrupted one (even
+        # one killed before its first checkpoint), so every launch passes it.
+        argv = self.command(run, True)
         log = open(run.folder / LOG_FILE, "a", encoding="utf-8")
         log.write(f"\n# {_iso(_now())} sweep session {self.session}: {shlex.join(argv)}\n")
         log.flush()
@@ -539,6 +585,7 @@ class SweepRunner:
 
     def run(self) -> dict:
         started = _now()
+        refresh_memberships(plan(self.spec, self.out, self.only)[0])
         self._event(event="session_start", workers=self.workers, argv=self.argv, pid=os.getpid(),
                     cpu_count=os.cpu_count())
         try:
@@ -665,7 +712,10 @@ def main(argv: list[str]) -> int:
         print(f"tralgo sweep: error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
-        _print_dry_run(runs, notes, args)
+        try:
+            _print_dry_run(runs, notes, args)
+        except BrokenPipeError:  # e.g. piped into `head`
+            sys.stderr.close()
         return 0
     if args.status:
         _print_status(runs, notes)
