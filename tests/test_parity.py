@@ -71,7 +71,7 @@ def test_parity_is_tight():
             for _, _, ours, ref in _replay(kind, s)
         )
     assert worst["trsgd"] < 1e-12, worst
-    assert worst["tradam"] < 1e-5, worst
+    assert worst["tradam"] < 1e-5, worst  # measured 3.3e-6 (eps placement)
 
 
 def test_first_gradient_mid_loop_is_anchored_at_current_value_not_zero():
