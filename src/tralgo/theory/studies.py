@@ -28,8 +28,8 @@ STUDIES = ("theorems", "lemma2", "variance")
 class StudyConfig:
     seed: int = 0
     # Theorems 1-2: SGD with batch M and TRSGD (batch 1) with S inner steps, N gradient calls each.
-    theorem_reps: int = 64
-    gradient_calls: int = 2048  # N_max; E||grad f||^2 is reported at every power of 2 up to it
+    theorem_reps: int = 100
+    gradient_calls: int = 4096  # N_max; E||grad f||^2 is reported at every power of 2 up to it
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
     inner_steps: tuple[int, ...] = (1, 4, 16, 64)
     # Region statistics (g, sigma^2, B) and Hessian spectra: every iterate of these repetitions.
