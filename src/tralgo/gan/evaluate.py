@@ -44,6 +44,10 @@ def evaluate_run(run_dir: str | Path, judge_path: str | Path, device: str = "cpu
     inputs, reals = _val_tensors(val)
     labels = _labels(val)
     judge = load_judge(judge_path, device)
+    judge_size = getattr(judge, "config", {}).get("size")  # known for tralgo's own judges
+    if judge_size is not None and judge_size != config.size:
+        raise ValueError(f"the judge in {str(judge_path)!r} was trained on {judge_size}x{judge_size} photos but the run "
+                         f"generates {config.size}x{config.size}; train a judge with --size {config.size}")
     fakes = generate(G, inputs, seed=seed)
     with torch.no_grad():
         fake_scores = fcn_score(lambda x: judge(x.to(device)).cpu(), _batches(fakes, labels), NUM_CLASSES)

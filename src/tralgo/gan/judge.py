@@ -8,10 +8,11 @@ pre-trained FCN-8s.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -101,51 +102,68 @@ def train_judge(out_dir: str | Path, *, size: int = 64, num_images: int = 1000, 
 
 
 class _Frozen(nn.Module):
+    """The judge in eval mode with no gradients, whatever a caller does with ``.train()``."""
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = net.eval()
+        self.net = net
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "_Frozen":
+        return super().train(False)
 
     def forward(self, photos: Tensor) -> Tensor:
         return self.net(photos)
 
 
 class _UnitRangeJudge(nn.Module):
-    """A user's TorchScript model takes RGB in [0, 1]; our photos are in [-1, 1]."""
+    """A user's model takes RGB in [0, 1]; our photos are in [-1, 1]."""
 
-    def __init__(self, scripted: nn.Module) -> None:
+    def __init__(self, model: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
-        self.scripted = scripted.eval()
+        # Not registered as a submodule: an exported program refuses .train()/.eval() calls; it
+        # is loaded on its device, in inference mode, with gradients off (_load_user_model).
+        object.__setattr__(self, "model", model)
 
     def forward(self, photos: Tensor) -> Tensor:
-        return self.scripted((photos + 1.0) / 2.0)
+        return self.model((photos + 1.0) / 2.0)
+
+
+def _load_user_model(path: Path, device) -> Callable[[Tensor], Tensor] | None:
+    """A ``torch.export`` program (``*.pt2``) or a TorchScript file, else None."""
+    if path.suffix == ".pt2":
+        model = torch.export.load(str(path)).module().to(device)
+    else:
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated but still what many users have
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.jit.load(str(path), map_location=device).eval()
+        except (RuntimeError, ValueError):
+            return None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def load_judge(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A frozen judge in eval mode from a ``tralgo gan judge`` folder (or its judge.pt), or a
-    TorchScript file (``*.ts`` / ``*.torchscript`` / a scripted ``*.pt``) mapping N x 3 x H x W RGB
-    in [0, 1] to N x 19 x h x w Cityscapes trainId logits."""
+    """A frozen judge in eval mode: a ``tralgo gan judge`` folder (or its judge.pt), or a user's
+    segmentation model saved with ``torch.export.save`` (``*.pt2``) or as TorchScript, mapping
+    N x 3 x H x W RGB in [0, 1] to N x 19 x h x w Cityscapes trainId logits."""
     path = Path(path)
     if path.is_dir():
         path = path / JUDGE_FILE
     if not path.exists():
         raise FileNotFoundError(f"judge {str(path)!r} does not exist; train one with `tralgo gan judge --out DIR`")
-    try:
-        scripted = torch.jit.load(str(path), map_location=device)
-    except (RuntimeError, ValueError):
-        scripted = None
-    if scripted is not None:
-        return _Frozen(_UnitRangeJudge(scripted)).to(device)
+    user_model = _load_user_model(path, device)
+    if user_model is not None:
+        return _Frozen(_UnitRangeJudge(user_model)).to(device)
     saved = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise ValueError(f"{str(path)!r} is neither a tralgo judge checkpoint nor a TorchScript model")
     net = JudgeNet(num_classes=saved["config"]["num_classes"], width=saved["config"]["width"])
     net.load_state_dict(saved["state_dict"])
-    return _Frozen(net).to(device)
-
-
-def judge_summary(path: str | Path) -> dict:
-    """The judge folder's result.json (the GT row), or {} for a user's model."""
-    result = Path(path) / "result.json" if Path(path).is_dir() else Path(path).with_name("result.json")
-    return json.loads(result.read_text()) if result.exists() else {}
+    judge = _Frozen(net).to(device)
+    judge.config = saved["config"]
+    return judge
