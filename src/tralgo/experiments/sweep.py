@@ -84,10 +84,15 @@ class Run:
     tuning: bool = False
     report: dict = field(default_factory=dict)
     also: tuple = ()     # memberships of later studies that reuse this very run (same options)
+    label: str = ""      # the variant's human-readable name (report tables and legends)
+    study_index: int = 0  # the study's position in the spec (report order)
+    variant_index: int = 0
 
     def membership(self) -> dict:
         return {"study": self.study, "variant": self.variant, "role": self.role, "base": self.base,
-                "grid": self.grid, "tuning": self.tuning, "report": self.report}
+                "grid": self.grid, "tuning": self.tuning, "report": self.report,
+                "label": self.label or self.variant, "study_index": self.study_index,
+                "variant_index": self.variant_index}
 
     def identity(self) -> dict:
         """What ``sweep.json`` records: the train options (a folder holding other options was made
@@ -250,6 +255,7 @@ def plan(spec: dict, out: str | os.PathLike, only: Iterable[str] | None = None) 
                     base=variant.get("base"), grid=labels, options=options,
                     folder=out / study["name"] / variant["name"] / _folder_name(labels),
                     order=(priority, 1) + order + (s_index, v_index), report=report,
+                    label=variant.get("label", ""), study_index=s_index, variant_index=v_index,
                 ))
     runs = _merge_identical(sorted(runs, key=lambda r: r.order))
     if only is not None:
@@ -310,6 +316,7 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index:
                         base=variant.get("base"), grid=run_labels, options=options,
                         folder=out / study["name"] / "tune" / variant["name"] / _folder_name(run_labels),
                         order=(priority, 0, seed_pos) + order + (s_index, v_index), tuning=True,
+                        label=variant.get("label", ""), study_index=s_index, variant_index=v_index,
                     )
                     runs.append(run)
                     values.append(tuning_score(run.folder, tune.get("metric", "val_acc")))
@@ -561,7 +568,7 @@ class SweepRunner:
             elif (rc == 0 and status == "finished") or (rc == DIVERGED_EXIT_CODE and status == "diverged"):
                 self.counts[status] += 1
                 self._event(event="run_end", run=str(run.folder), status=status, wall_s=wall, returncode=rc)
-                self.echo(f"{status:<8}{run.folder} ({wall:.0f} s)")
+                self.echo(f"{status:<9}{run.folder} ({wall:.0f} s)")
             else:
                 error = _log_tail(run.folder / LOG_FILE) or f"exit code {rc}"
                 if rc == 0:

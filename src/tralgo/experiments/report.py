@@ -1,0 +1,607 @@
+"""``tralgo report RUNS... --out DIR``: summarise run folders into a Markdown report with plots.
+
+Per study (a table or figure of a sweep spec; folders not made by a sweep are grouped by their
+settings), the report gives
+
+* per configuration: final test accuracy as mean ± std over seeds and the number of seeds, with
+  the diverged, failed and unfinished runs counted (never dropped silently);
+* for every TR optimizer and control: the paired difference to its base over the seeds both
+  finished, with a 95% t confidence interval, and TR minus each control;
+* plots like the paper's Figures 1-3: the mean curve over seeds with a ±1 std band;
+* a "Findings" section that says, in words, whether TR beats its base and which control explains
+  a gain; and how busy the sweep kept its workers (wall time against the sum of run times).
+
+It reads only small JSON files and imports neither torch nor scipy, so 500 runs take seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tralgo.experiments import stats
+from tralgo.experiments.io import atomic_write_text, read_jsonl
+
+METRIC = "test_acc"
+CURVES = (("train_loss", "train loss"), ("test_loss", "test loss"), ("train_acc", "train accuracy"),
+          ("test_acc", "test accuracy"))
+# Settings that never define a configuration (where/how a run ran, bookkeeping).
+NON_CONFIG_KEYS = frozenset({"out", "resume", "overwrite", "progress", "tensorboard", "device", "threads",
+                             "data_dir", "hostname", "git_commit", "versions", "world_size", "seed",
+                             "eval_batch_size", "max_epochs"})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class RunRecord:
+    folder: Path
+    config: dict
+    memberships: list[dict]
+    status: str                   # finished / diverged / failed / unfinished / not started
+    final: dict | None            # the final metrics record (finished runs)
+    curve: list[dict]             # metrics.jsonl records
+    error: str | None = None
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def find_run_folders(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Run folders (holding config.json or sweep.json) and sweep event logs under ``paths``."""
+    runs, events = [], []
+    for root in paths:
+        if not root.exists():
+            raise FileNotFoundError(f"RUNS: {str(root)!r} does not exist")
+        for dirpath, dirnames, filenames in os.walk(root):
+            if "sweep_events.jsonl" in filenames:
+                events.append(Path(dirpath) / "sweep_events.jsonl")
+            if "config.json" in filenames or "sweep.json" in filenames:
+                runs.append(Path(dirpath))
+                dirnames[:] = []  # a run folder holds no further runs
+            else:
+                dirnames.sort()
+    return sorted(set(runs)), sorted(set(events))
+
+
+def _derived_membership(config: dict) -> dict:
+    """For a folder not made by a sweep: group by optimizer and settings, pair TR* with its base."""
+    opt = str(config.get("optimizer", "?"))
+    name = opt
+    if opt.startswith("tr"):
+        name += f"-lam{config.get('lam')}-{config.get('lam_scaling')}-S{config.get('inner_steps')}"
+    grid = {k: str(config.get(k)) for k in ("dataset", "model", "batch_size") if k in config}
+    grid["seed"] = str(config.get("seed"))
+    tr = opt.startswith("tr")
+    return {"study": "runs", "variant": name, "role": "tr" if tr else "base", "base": opt[2:] if tr else None,
+            "grid": grid, "tuning": False, "report": {}}
+
+
+def load_run(folder: Path) -> RunRecord:
+    config = _read_json(folder / "config.json") or {}
+    sweep = _read_json(folder / "sweep.json")
+    if sweep is not None:
+        if not config:
+            config = dict(sweep.get("options", {}))
+        memberships = sweep.get("memberships", [])
+    else:
+        memberships = [_derived_membership(config)]
+    result = _read_json(folder / "result.json")
+    curve = list(read_jsonl(folder / "metrics.jsonl")) if (folder / "metrics.jsonl").is_file() else []
+    status_file = _read_json(folder / "sweep_status.json")
+    error = None
+    if result is not None and result.get("status") in ("finished", "diverged"):
+        status = result["status"]
+    elif status_file is not None and status_file.get("status") == "failed":
+        status, error = "failed", str(status_file.get("error", ""))
+    elif (folder / "config.json").is_file() or curve:
+        status = "unfinished"
+    else:
+        status = "not started"
+    final = None
+    if status == "finished":
+        final = result.get("final") or (curve[-1] if curve else None)
+    return RunRecord(folder, config, memberships, status, final, curve, error)
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+@dataclass
+class Cell:
+    """One configuration of a study: a variant at one grid point, over seeds."""
+
+    study: str
+    variant: str
+    role: str
+    base: str | None
+    point: tuple            # ((axis, label), ...) without the seed
+    label: str
+    runs: list[RunRecord] = field(default_factory=list)
+
+    def values(self, metric: str = METRIC) -> dict:
+        """seed -> final metric of the finished runs."""
+        out = {}
+        for run in self.runs:
+            if run.status == "finished" and run.final and run.final.get(metric) is not None:
+                out[run.seed] = float(run.final[metric])
+        return out
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.runs)
+
+
+@dataclass
+class Study:
+    name: str
+    report: dict
+    cells: dict = field(default_factory=dict)        # (variant, point) -> Cell
+    tuning: list = field(default_factory=list)       # (membership, RunRecord)
+    variant_rank: dict = field(default_factory=dict)  # variant -> position in the spec
+    index: int = 0                                   # position of the study in its spec
+
+    @property
+    def variant_order(self) -> list[str]:
+        return sorted(self.variant_rank, key=lambda v: (self.variant_rank[v], v))
+
+    def cell(self, variant: str, point: tuple) -> Cell | None:
+        return self.cells.get((variant, point))
+
+    def points(self) -> list[tuple]:
+        """Grid points, numeric axis values in increasing order, others in order of appearance."""
+        seen = []
+        for (_, point) in self.cells:
+            if point not in seen:
+                seen.append(point)
+
+        def key(point):
+            out = []
+            for _, label in point:
+                try:
+                    out.append((0, float(label), ""))
+                except ValueError:  # natural order: bs8 < bs32 < bs128
+                    out.append((1, 0.0, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]))
+            return out
+        return sorted(seen, key=key)
+
+
+def group(runs: list[RunRecord]) -> dict[str, Study]:
+    studies: dict[str, Study] = {}
+    for run in runs:
+        for m in run.memberships:
+            study = studies.setdefault(m["study"], Study(m["study"], m.get("report") or {},
+                                                         index=int(m.get("study_index", 0))))
+            if m.get("tuning"):
+                study.tuning.append((m, run))
+                continue
+            point = tuple((a, str(v)) for a, v in m.get("grid", {}).items() if a != "seed")
+            key = (m["variant"], point)
+            if key not in study.cells:
+                label = m.get("label") or _variant_label(m["variant"], study)
+                study.cells[key] = Cell(m["study"], m["variant"], m.get("role", "base"), m.get("base"), point, label)
+            study.variant_rank[m["variant"]] = int(m.get("variant_index", len(study.variant_rank)))
+            study.cells[key].runs.append(run)
+    return studies
+
+
+def _variant_label(variant: str, study: Study) -> str:
+    labels = study.report.get("labels", {})
+    return labels.get(variant, variant)
+
+
+def _point_text(point: tuple) -> str:
+    return ", ".join(f"{a} {l}" for a, l in point) or "-"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def cell_row(cell: Cell, base: Cell | None) -> list[str]:
+    summary = stats.summarize(list(cell.values().values()))
+    n_runs = len(cell.runs)
+    other = n_runs - cell.count("finished") - cell.count("diverged")
+    diff = "" if base is None or base is cell else stats.paired_difference(cell.values(), base.values()).format(scale=100)
+    return [cell.label, summary.format(scale=100), f"{cell.count('diverged')}/{n_runs}",
+            str(other) if other else "0", diff]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _base_cell(study: Study, cell: Cell) -> Cell | None:
+    if cell.base is None:
+        return None
+    # The base may ignore some grid axes (e.g. SGD in the S study): match on the axes it has.
+    for (variant, point), candidate in study.cells.items():
+        if variant == cell.base and set(point) <= set(cell.point):
+            return candidate
+    return None
+
+
+def study_table(study: Study) -> str:
+    header = ["configuration", "variant", "test acc % mean ± std (n)", "diverged", "failed/unfinished",
+              "paired diff vs base, pp [95% CI] (pairs)"]
+    rows = []
+    for point in study.points():
+        for variant in study.variant_order:
+            cell = study.cell(variant, point)
+            if cell is None:
+                continue
+            rows.append([_point_text(point)] + cell_row(cell, _base_cell(study, cell)))
+    return _md_table(header, rows)
+
+
+def pivot_table(study: Study, axis: str) -> str:
+    """Paper-style table: one row per variant, one column per value of ``axis``."""
+    columns = []
+    for point in study.points():
+        value = dict(point).get(axis)
+        if value is not None and value not in columns:
+            columns.append(value)
+    rows = []
+    for variant in study.variant_order:
+        cells = {dict(p).get(axis): c for (v, p), c in study.cells.items() if v == variant}
+        label = next(iter(cells.values())).label
+        rows.append([label] + [stats.summarize(list(cells[c].values().values())).format(scale=100)
+                               if c in cells else "–" for c in columns])
+    return _md_table(["variant"] + [f"{axis} {c}" for c in columns], rows)
+
+
+def comparisons(study: Study) -> list[dict]:
+    """Every TR cell against its base and against each control of the same base and point."""
+    out = []
+    for cell in study.cells.values():
+        if cell.role != "tr":
+            continue
+        base = _base_cell(study, cell)
+        if base is None:
+            continue
+        entry = {"cell": cell, "base": base, "vs_base": stats.paired_difference(cell.values(), base.values()),
+                 "controls": []}
+        for other in study.cells.values():
+            if other.role == "control" and other.base == cell.base and other.point == cell.point:
+                entry["controls"].append({
+                    "cell": other,
+                    "control_vs_base": stats.paired_difference(other.values(), base.values()),
+                    "tr_vs_control": stats.paired_difference(cell.values(), other.values()),
+                })
+        out.append(entry)
+    return out
+
+
+def comparison_table(entries: list[dict]) -> str:
+    header = ["configuration", "TR variant", "TR − base", "control", "control − base", "TR − control"]
+    rows = []
+    for e in entries:
+        point, cell = _point_text(e["cell"].point), e["cell"]
+        first = [point, cell.label, e["vs_base"].format(scale=100)]
+        if not e["controls"]:
+            rows.append(first + ["–", "–", "–"])
+        for i, c in enumerate(e["controls"]):
+            lead = first if i == 0 else ["", "", ""]
+            rows.append(lead + [c["cell"].label, c["control_vs_base"].format(scale=100),
+                                c["tr_vs_control"].format(scale=100)])
+    return _md_table(header, rows)
+
+
+def _verdict(d: stats.PairedDifference) -> str:
+    if d.n < 2:
+        return "cannot be judged yet (fewer than 2 paired seeds)"
+    if not d.significant:
+        return f"no significant difference ({d.format(scale=100)} pp)"
+    return f"{'better' if d.mean > 0 else 'worse'} ({d.format(scale=100)} pp)"
+
+
+def findings(study: Study, entries: list[dict]) -> list[str]:
+    """Plain-language statements, one per TR configuration, naming the control that explains a gain."""
+    lines = []
+    for e in entries:
+        cell, base, d = e["cell"], e["base"], e["vs_base"]
+        where = _point_text(cell.point)
+        text = f"{where}: {cell.label} vs {base.label}: {_verdict(d)}."
+        if d.significant and d.mean > 0:
+            explaining = [c["cell"].label for c in e["controls"]
+                          if c["control_vs_base"].significant and c["control_vs_base"].mean > 0
+                          and not (c["tr_vs_control"].significant and c["tr_vs_control"].mean > 0)]
+            if explaining:
+                text += " The gain is explained by " + "; ".join(explaining) + \
+                        " (it gains as well and TR does not beat it significantly)."
+            elif e["controls"]:
+                text += " No control explains it: TR beats each control or the controls do not gain."
+        better_controls = [c["cell"].label for c in e["controls"]
+                           if c["tr_vs_control"].significant and c["tr_vs_control"].mean < 0]
+        if better_controls:
+            text += " Significantly better than TR: " + "; ".join(better_controls) + "."
+        diverged = cell.count("diverged") + base.count("diverged")
+        if diverged:
+            text += f" Diverged runs: {cell.count('diverged')} of {len(cell.runs)} ({cell.label}), " \
+                    f"{base.count('diverged')} of {len(base.runs)} ({base.label})."
+        lines.append(text)
+    for point in study.points():
+        ranked = [(stats.summarize(list(c.values().values())).mean, c.label)
+                  for v in study.variant_order if (c := study.cell(v, point)) is not None and c.values()]
+        if len(ranked) > 1:
+            best = max(ranked)
+            lines.append(f"{_point_text(point)}: highest mean test accuracy: {best[1]} ({100 * best[0]:.2f}%).")
+    return lines
+
+
+def tuning_table(study: Study) -> str:
+    """Candidates of each tuned variant, their mean validation score, and the chosen one."""
+    groups: dict[tuple, dict] = defaultdict(dict)
+    for m, run in study.tuning:
+        point = tuple((a, l) for a, l in m["grid"].items() if a != "seed")
+        key = (m["variant"], point)
+        score = None
+        if run.status == "diverged":
+            score = 0.0
+        elif run.status == "finished" and run.curve:
+            score = run.curve[-1].get("val_acc")
+        groups[key].setdefault("runs", []).append((run.status, score))
+    rows = []
+    for (variant, point), g in sorted(groups.items()):
+        statuses = [s for s, _ in g["runs"]]
+        scores = [s for _, s in g["runs"] if s is not None]
+        mean_score = f"{100 * sum(scores) / len(scores):.2f}" if scores else "–"
+        rows.append([variant, _point_text(point), mean_score, f"{statuses.count('finished')}/{len(statuses)}",
+                     str(statuses.count("diverged"))])
+    return _md_table(["variant", "candidate", "mean val acc %", "finished", "diverged"], rows)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _curve_band(runs: list[RunRecord], x_key: str, y_key: str):
+    """Mean and std of ``y_key`` over runs at each x (only x where the runs logged a value)."""
+    by_x: dict[float, list[float]] = defaultdict(list)
+    for run in runs:
+        for rec in run.curve:
+            x, y = rec.get(x_key), rec.get(y_key)
+            if x is not None and y is not None and not rec.get("diverged"):
+                by_x[float(x)].append(float(y))
+    xs = sorted(by_x)
+    means = [stats.mean(by_x[x]) for x in xs]
+    stds = [0.0 if len(by_x[x]) < 2 else stats.sample_std(by_x[x]) for x in xs]
+    return xs, means, stds
+
+
+def plot_lines(study: Study) -> list[tuple[str, dict[str, list[RunRecord]]]]:
+    """Figures of a study: (title, {line label: runs}); lines differ in ``lines_by``."""
+    lines_by = study.report.get("lines_by", "variant")
+    wanted = study.report.get("plot_variants")
+    figures: dict[tuple, dict[str, list[RunRecord]]] = {}
+    for (variant, point), cell in study.cells.items():
+        if wanted and variant not in wanted:
+            continue
+        if lines_by == "variant":
+            fig_key, line = point, cell.label
+        else:
+            fig_key = tuple(p for p in point if p[0] != lines_by) + (("variant", variant),)
+            line = f"{lines_by} {dict(point).get(lines_by, '?')}"
+        figures.setdefault(fig_key, {}).setdefault(line, []).extend(cell.runs)
+    return [(_point_text(k), v) for k, v in figures.items()]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "all"
+
+
+def render_plots(study: Study, out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key = study.report.get("x", "epoch")
+    made = []
+    for title, lines in plot_lines(study):
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+        for ax, (key, name) in zip(axes, CURVES):
+            for line, runs in lines.items():
+                xs, means, stds = _curve_band(runs, x_key, key)
+                if not xs:
+                    continue
+                diverged = sum(r.status == "diverged" for r in runs)
+                label = f"{line} ({len(runs)} runs" + (f", {diverged} diverged)" if diverged else ")")
+                (handle,) = ax.plot(xs, means, marker="o", ms=3, label=label)
+                ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                color=handle.get_color(), alpha=0.2, linewidth=0)
+            ax.set_title(name)
+            ax.set_xlabel(x_key)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{study.report.get('figure', study.name)} — {title} (mean ± std over seeds)", fontsize=10)
+        fig.tight_layout()
+        name = f"{_slug(study.name)}__{_slug(title)}.png"
+        fig.savefig(out / name, dpi=80)
+        plt.close(fig)
+        made.append((title, name))
+    return made
+
+
+# --------------------------------------------------------------------------- compute use
+
+
+def sweep_sessions(event_files: list[Path]) -> list[dict]:
+    """Per sweep session: command, workers, wall time, summed run time, utilization."""
+    sessions: dict[str, dict] = {}
+    for path in event_files:
+        for e in read_jsonl(path):
+            s = sessions.setdefault(e["session"], {"session": e["session"], "busy_s": 0.0, "runs": 0,
+                                                   "first": e["time"], "last": e["time"], "ended": False})
+            s["last"] = max(s["last"], e["time"])
+            if e.get("event") == "session_start":
+                s.update(argv=e.get("argv"), workers=e.get("workers"), first=e["time"])
+            elif e.get("event") == "run_end":
+                s["busy_s"] += float(e.get("wall_s", 0.0))
+                s["runs"] += 1
+            elif e.get("event") == "session_end":
+                s.update(ended=True, wall_s=float(e.get("wall_s", 0.0)), busy_s=float(e.get("busy_s", s["busy_s"])))
+    from datetime import datetime
+
+    for s in sessions.values():
+        if "wall_s" not in s:  # killed without its end event: up to its last recorded event
+            s["wall_s"] = (datetime.fromisoformat(s["last"]) - datetime.fromisoformat(s["first"])).total_seconds()
+        workers = s.get("workers") or 1
+        s["utilization"] = s["busy_s"] / (workers * s["wall_s"]) if s["wall_s"] > 0 else float("nan")
+    return sorted(sessions.values(), key=lambda s: s["first"])
+
+
+def compute_section(sessions: list[dict], runs: list[RunRecord]) -> str:
+    if not sessions:
+        return "No sweep event log was found under RUNS (runs made outside `tralgo sweep`)."
+    rows = []
+    for s in sessions:
+        rows.append([s["first"], shlex.join(s.get("argv") or ["?"]), str(s.get("workers", "?")), str(s["runs"]),
+                     f"{s['wall_s'] / 60:.1f}", f"{s['busy_s'] / 60:.1f}", f"{100 * s['utilization']:.0f}%",
+                     "" if s["ended"] else "killed"])
+    wall = sum(s["wall_s"] for s in sessions)
+    busy = sum(s["busy_s"] for s in sessions)
+    train_s = sum(float(r.final.get("wall_s", 0.0)) for r in runs if r.final)
+    text = _md_table(["started (UTC)", "command", "workers", "runs ended", "wall min", "sum of run times min",
+                      "worker utilization", ""], rows)
+    text += (f"\n\nIn all: {wall / 60:.1f} min of sweep wall time, {busy / 60:.1f} min of run time "
+             f"(process start to exit, summed over runs), of which {train_s / 60:.1f} min inside training and "
+             "evaluation as the trainer measures it (the rest is process start-up and data loading). "
+             "Utilization = sum of run times / (workers × wall time).")
+    return text
+
+
+# --------------------------------------------------------------------------- document
+
+
+def machine_text() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib import metadata
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, torch {torch_version}")
+
+
+def build_report(paths: list[Path], out: Path, *, title: str, command: str, plots: bool = True) -> str:
+    started = time.perf_counter()
+    folders, event_files = find_run_folders(paths)
+    runs = [load_run(f) for f in folders]
+    studies = group(runs)
+    sessions = sweep_sessions(event_files)
+    out.mkdir(parents=True, exist_ok=True)
+    status_counts = defaultdict(int)
+    for r in runs:
+        status_counts[r.status] += 1
+    parts = [f"# {title}", "",
+             f"- Report command: `{command}`",
+             f"- Machine: {machine_text()}",
+             f"- Run folders: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(status_counts.items())) + ")",
+             "- Metric: final-epoch test accuracy on the full test set, in %; mean ± sample std (number of seeds). "
+             "Diverged runs are not averaged in; they are counted in their own column and in the findings. "
+             "Paired differences use the seeds that both configurations finished (same seed = same "
+             "initialisation and data order) with a 95% Student-t interval; a difference counts only when "
+             "its interval excludes 0.",
+             ""]
+    sweep_cmds = sorted({shlex.join(s["argv"]) for s in sessions if s.get("argv")})
+    if sweep_cmds:
+        parts += ["Runs produced by: " + "; ".join(f"`{c}`" for c in sweep_cmds) + "", ""]
+    all_findings = []
+    body = []
+    for name in sorted(studies, key=lambda n: _study_order(studies[n])):
+        study = studies[name]
+        body += [f"## {study.report.get('title', name)}", "", f"Study `{name}`.", ""]
+        if study.cells and study.report.get("pivot"):
+            body += [f"Test accuracy % by {study.report['pivot']} (mean ± std (seeds)):", "",
+                     pivot_table(study, study.report["pivot"]), ""]
+        if study.cells:
+            body += [study_table(study), ""]
+        entries = comparisons(study)
+        if entries:
+            body += ["TR against its base and against each control (paired over seeds, percentage points):", "",
+                     comparison_table(entries), ""]
+        if study.tuning:
+            body += ["Tuning runs (score: final validation accuracy on the held-out training images; "
+                     "the test set is not used for the choice):", "", tuning_table(study), ""]
+        if plots and study.cells:
+            for fig_title, file in render_plots(study, out):
+                body += [f"![{study.name}: {fig_title}]({file})", ""]
+        failed = [r for c in study.cells.values() for r in c.runs if r.status == "failed"]
+        for r in failed[:10]:
+            last = (r.error or "").strip().splitlines()[-1:] or [""]
+            body += [f"- failed: `{r.folder}`: {last[0]}"]
+        if failed:
+            body += [""]
+        study_findings = findings(study, entries)
+        if study_findings:
+            all_findings += [f"**{study.report.get('title', name)}**", ""] + [f"- {t}" for t in study_findings] + [""]
+    parts += ["## Findings (generated from the tables below)", ""] + (all_findings or ["No comparisons yet.", ""])
+    parts += body
+    parts += ["## Compute", "", compute_section(sessions, runs), ""]
+    parts += [f"Report generated in {time.perf_counter() - started:.1f} s."]
+    text = "\n".join(parts) + "\n"
+    atomic_write_text(out / "report.md", text)
+    return text
+
+
+def _study_order(study: Study) -> tuple:
+    """Studies in spec order (as recorded by the sweep), then by name."""
+    return (study.index, study.name)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tralgo report", description="Summarise run folders (as made by tralgo train "
+                                "or tralgo sweep) into DIR/report.md with PNG plots.")
+    p.add_argument("runs", nargs="+", help="run folders, or folders searched recursively for run folders")
+    p.add_argument("--out", required=True, help="folder for report.md and the plots")
+    p.add_argument("--title", default="tralgo report", help="heading of the report")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (tables only)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["tralgo", "report", *argv])
+    try:
+        build_report([Path(p) for p in args.runs], Path(args.out), title=args.title, command=command,
+                     plots=not args.no_plots)
+    except FileNotFoundError as exc:
+        print(f"tralgo report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {Path(args.out) / 'report.md'}")
+    return 0

@@ -1,0 +1,173 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tralgo.experiments import report, stats
+
+
+def make_run(root: Path, study: str, variant: str, seed: int, acc: float | None, *, role="base", base=None,
+             grid=None, status="finished", report_opts=None, curve_len=3, tuning=False, val_acc=None,
+             variant_index=0, study_index=0, extra_memberships=()):
+    """A run folder as tralgo train + tralgo sweep leave it; ``acc`` is the final test accuracy."""
+    grid = dict(grid or {"batch_size": "8"})
+    folder = root / study / variant / ("_".join(f"{k}-{v}" for k, v in grid.items()) + f"_seed-{seed}")
+    folder.mkdir(parents=True)
+    config = {"optimizer": variant, "seed": seed, "batch_size": int(grid.get("batch_size", 8)), "lr": 0.1}
+    (folder / "config.json").write_text(json.dumps(config))
+    records = []
+    for epoch in range(1, curve_len + 1):
+        frac = epoch / curve_len
+        rec = {"epoch": epoch, "step": 100 * epoch, "train_loss": 2 - frac, "test_loss": 2.1 - frac,
+               "train_acc": (acc or 0.1) * frac, "test_acc": (acc or 0.1) * frac, "lr": 0.1, "wall_s": epoch}
+        if val_acc is not None:
+            rec["val_acc"] = val_acc
+        records.append(rec)
+    if status == "diverged":
+        records[-1] = {"epoch": curve_len, "diverged": True, "train_loss": None, "test_acc": None, "wall_s": 1}
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if status in ("finished", "diverged"):
+        (folder / "result.json").write_text(json.dumps({"status": status, "final": records[-1], "wall_s": 3.0}))
+    if status == "failed":
+        (folder / "sweep_status.json").write_text(json.dumps({"status": "failed", "error": "Traceback\nValueError: boom"}))
+    membership = {"study": study, "variant": variant, "role": role, "base": base,
+                  "grid": {**grid, "seed": str(seed)}, "tuning": tuning, "report": report_opts or {},
+                  "label": variant.upper(), "study_index": study_index, "variant_index": variant_index}
+    (folder / "sweep.json").write_text(json.dumps({"options": config, "memberships": [membership, *extra_memberships]}))
+    return folder
+
+
+SGD = [0.80, 0.82, 0.81, 0.83, 0.79]
+
+
+@pytest.fixture
+def headline(tmp_path):
+    root = tmp_path / "runs"
+    for seed, a in enumerate(SGD, start=1):
+        make_run(root, "head", "sgd", seed, a)
+        # TR gains exactly as much as the lam-0 control does: the control explains the gain.
+        make_run(root, "head", "trsgd", seed, a + 0.02 + 0.001 * seed, role="tr", base="sgd", variant_index=1)
+        make_run(root, "head", "lam0", seed, a + 0.02 + 0.001 * (6 - seed), role="control", base="sgd",
+                 variant_index=2)
+        make_run(root, "head", "accum", seed, a - 0.05, role="control", base="sgd", variant_index=3)
+    make_run(root, "head", "trsgd", 6, None, role="tr", base="sgd", status="diverged", variant_index=1)
+    make_run(root, "head", "accum", 6, None, role="control", base="sgd", status="failed", variant_index=3)
+    return root
+
+
+def test_table_gives_mean_std_n_and_counts_diverged_and_failed(headline, tmp_path):
+    text = report.build_report([headline], tmp_path / "out", title="T", command="tralgo report x", plots=False)
+    s = stats.summarize(SGD)
+    assert f"| batch_size 8 | SGD | {100 * s.mean:.2f} ± {100 * s.std:.2f} (5) | 0/5 | 0 |" in text
+    trsgd_row = next(l for l in text.splitlines() if l.startswith("| batch_size 8 | TRSGD |"))
+    assert "| 1/6 | 0 |" in trsgd_row  # the diverged seed is counted, not averaged
+    accum_row = next(l for l in text.splitlines() if l.startswith("| batch_size 8 | ACCUM |"))
+    assert "| 0/6 | 1 |" in accum_row and "failed: `" in text and "ValueError: boom" in text
+    expected = stats.paired_difference({i + 1: a + 0.02 + 0.001 * (i + 1) for i, a in enumerate(SGD)},
+                                       {i + 1: a for i, a in enumerate(SGD)})
+    assert expected.format(scale=100) in trsgd_row
+    assert (tmp_path / "out" / "report.md").read_text() == text
+    assert "Report command: `tralgo report x`" in text and "CPU cores" in text
+
+
+def test_findings_name_the_control_that_explains_the_gain(headline, tmp_path):
+    text = report.build_report([headline], tmp_path / "out", title="T", command="c", plots=False)
+    finding = next(l for l in text.splitlines() if l.startswith("- batch_size 8: TRSGD vs SGD"))
+    assert "better" in finding and "explained by LAM0" in finding
+    assert "Diverged runs: 1 of 6 (TRSGD)" in finding
+    # TR is significantly better than accumulation, which is not an explanation.
+    assert "ACCUM" not in finding.split("explained by")[1]
+
+
+def test_findings_say_plainly_when_tr_does_not_help(tmp_path):
+    root = tmp_path / "runs"
+    for seed, a in enumerate(SGD, start=1):
+        make_run(root, "s", "sgd", seed, a)
+        make_run(root, "s", "trsgd", seed, a + (0.01 if seed % 2 else -0.01), role="tr", base="sgd", variant_index=1)
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    assert "TRSGD vs SGD: no significant difference" in text
+
+
+def test_curve_band_is_mean_and_std_over_seeds(tmp_path):
+    runs = [report.load_run(make_run(tmp_path, "s", "sgd", seed, acc)) for seed, acc in [(1, 0.6), (2, 0.9)]]
+    xs, means, stds = report._curve_band(runs, "epoch", "test_acc")
+    assert xs == [1.0, 2.0, 3.0]
+    assert means[-1] == pytest.approx(0.75)
+    assert stds[-1] == pytest.approx(math.sqrt(2) * 0.15)
+    assert means[0] == pytest.approx(0.25)  # epoch 1: 0.6/3 and 0.9/3
+
+
+def test_plots_are_written_and_linked(headline, tmp_path):
+    out = tmp_path / "out"
+    text = report.build_report([headline], out, title="T", command="c")
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["head__batch-size-8.png"]
+    assert (out / pngs[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"]({pngs[0]})" in text
+
+
+def test_shared_run_appears_in_each_study_and_pivot_table(tmp_path):
+    root = tmp_path / "runs"
+    opts = {"pivot": "batch_size"}
+    for seed in (1, 2):
+        for bs, acc in (("8", 0.8), ("32", 0.7)):
+            extra = [{"study": "t4", "variant": "sgd", "role": "base", "base": None, "grid": {"batch_size": bs, "seed": str(seed)},
+                      "report": opts, "label": "SGD", "study_index": 1, "variant_index": 0, "tuning": False}]
+            make_run(root, "head", "sgd", seed, acc + 0.01 * seed, grid={"batch_size": bs}, extra_memberships=extra)
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    assert "| variant | batch_size 8 | batch_size 32 |" in text
+    assert "| SGD | 81.50 ± 0.71 (2) | 71.50 ± 0.71 (2) |" in text
+    assert text.index("Study `head`") < text.index("Study `t4`")
+
+
+def test_tuning_runs_are_listed_with_their_validation_scores(tmp_path):
+    root = tmp_path / "runs"
+    for lr, val in (("0.1", 0.7), ("0.05", 0.8)):
+        for seed in (1, 2):
+            make_run(root / "tune", "tuned", "sgd", seed, 0.5, grid={"batch_size": "8", "lr": lr}, tuning=True,
+                     val_acc=val + 0.01 * seed)
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    assert "| sgd | batch_size 8, lr 0.05 | 81.50 | 2/2 | 0 |" in text
+
+
+def test_folders_without_sweep_metadata_are_grouped_and_paired(tmp_path):
+    root = tmp_path / "plain"
+    for seed in (1, 2, 3):
+        for opt, acc in (("sgd", 0.8), ("trsgd", 0.85)):
+            folder = root / f"{opt}-{seed}"
+            folder.mkdir(parents=True)
+            config = {"optimizer": opt, "seed": seed, "dataset": "mnist", "model": "cnn", "batch_size": 8,
+                      "lam": 0.2, "lam_scaling": "constant", "inner_steps": 10}
+            (folder / "config.json").write_text(json.dumps(config))
+            final = {"epoch": 1, "test_acc": acc + 0.01 * seed}
+            (folder / "metrics.jsonl").write_text(json.dumps(final) + "\n")
+            (folder / "result.json").write_text(json.dumps({"status": "finished", "final": final}))
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    assert "trsgd-lam0.2-constant-S10" in text and "+5.00 [+5.00, +5.00] (3)" in text
+
+
+def test_sweep_sessions_give_wall_time_and_utilization(tmp_path):
+    events = tmp_path / "sweep_events.jsonl"
+    lines = [
+        {"session": "a", "time": "2026-01-01T10:00:00+00:00", "event": "session_start", "workers": 2, "argv": ["tralgo", "sweep", "x"]},
+        {"session": "a", "time": "2026-01-01T10:05:00+00:00", "event": "run_end", "wall_s": 300.0},
+        {"session": "a", "time": "2026-01-01T10:08:00+00:00", "event": "run_end", "wall_s": 420.0},
+        {"session": "b", "time": "2026-01-01T11:00:00+00:00", "event": "session_start", "workers": 1, "argv": ["tralgo"]},
+        {"session": "b", "time": "2026-01-01T11:01:00+00:00", "event": "session_end", "wall_s": 60.0, "busy_s": 30.0},
+    ]
+    events.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    a, b = report.sweep_sessions([events])
+    assert a["wall_s"] == 480 and a["busy_s"] == 720 and a["utilization"] == pytest.approx(0.75) and not a["ended"]
+    assert b["utilization"] == pytest.approx(0.5) and b["ended"]
+    assert "killed" in report.compute_section([a, b], [])
+
+
+def test_cli_missing_folder_is_one_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tralgo", "report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "tralgo", "report", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--out" in r.stderr and "Traceback" not in r.stderr
