@@ -81,3 +81,12 @@ def test_cli_errors_are_one_clear_message(tmp_path, capsys):
     code = cli.main(["--quick", "--problems", "ls-synthetic", "--l-choices", "f", "--out", str(blocker / "sub")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("tralgo theory: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_scaled_problem_visits_the_same_iterates():
+    """f -> 0.01 f with l and the steps rescaled: distances unchanged, squared gradients x 1e-4."""
+    a = run_study("lemma2", make_problem("ls-synthetic"), QUICK, "f")
+    b = run_study("lemma2", make_problem("ls-synthetic-scaled"), QUICK, "f")
+    for ca, cb in zip(a["anchors"][-1]["checkpoints"], b["anchors"][-1]["checkpoints"]):
+        assert cb["dist_sq"]["mean"] == pytest.approx(ca["dist_sq"]["mean"], rel=1e-9)
+        assert cb["grad_G_sq"]["mean"] == pytest.approx(1e-4 * ca["grad_G_sq"]["mean"], rel=1e-9)

@@ -68,6 +68,7 @@ class FiniteSum:
     loss_name: str
     alpha: float
     w0: np.ndarray  # (d,) the starting point every study uses
+    stream: str = ""  # names the studies' random streams (default: name); equal streams, equal draws
     _sample_sqnorms: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -288,8 +289,28 @@ def breast_cancer_logistic(seed: int = 0, alpha: float = 0.5) -> FiniteSum:
     )
 
 
+SCALE_DOWN = 0.01
+
+
+def synthetic_least_squares_scaled(seed: int = 0) -> FiniteSum:
+    """ls-synthetic with f multiplied by SCALE_DOWN (X and y by its square root).
+
+    With l, lam and the steps rescaled accordingly every algorithm visits exactly the same
+    iterates, so distances are unchanged and squared gradients scale by SCALE_DOWN^2: the
+    dimensionally consistent bounds keep their measured/bound ratios, the others do not.
+    """
+    base = synthetic_least_squares(seed)
+    root = np.sqrt(SCALE_DOWN)
+    return FiniteSum(
+        name="ls-synthetic-scaled",
+        description=f"ls-synthetic with f multiplied by {SCALE_DOWN} (X and y scaled by {root:g}); same iterates, rescaled constants",
+        X=base.X * root, y=base.y * root, loss_name="squared", alpha=0.0, w0=base.w0, stream=base.name,
+    )
+
+
 PROBLEMS = {
     "ls-synthetic": synthetic_least_squares,
+    "ls-synthetic-scaled": synthetic_least_squares_scaled,
     "ls-diabetes": diabetes_least_squares,
     "logreg-synthetic": synthetic_logistic,
     "logreg-breast-cancer": breast_cancer_logistic,

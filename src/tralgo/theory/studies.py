@@ -69,7 +69,7 @@ QUICK = StudyConfig(
 
 def _rng(cfg: StudyConfig, problem: FiniteSum, *tags) -> np.random.Generator:
     """An independent, reproducible stream per (seed, problem, study, configuration)."""
-    key = "/".join([problem.name, *map(str, tags)])
+    key = "/".join([problem.stream or problem.name, *map(str, tags)])
     return np.random.default_rng([cfg.seed, zlib.crc32(key.encode())])
 
 
