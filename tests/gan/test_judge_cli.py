@@ -76,7 +76,7 @@ def test_train_evaluate_compare_through_the_cli(tmp_path, judge_dir, capsys):
     assert set(summary["rows"]) == {"adam", "tradam"} and summary["missing"] == []
     assert len(summary["rows"]["tradam"]["class_iou"]["values"]) == 2
     assert "| TRAdam |" in (study / "table.md").read_text()
-    assert (study / "comparison_seed1.png").exists()
+    assert (study / "comparison_seed1.png").exists() and (study / "curves.png").exists()
     tradam_config = json.loads((study / "runs" / "tradam_seed2" / "config.json").read_text())
     assert tradam_config["optimizer"] == "tradam" and tradam_config["seed"] == 2
 

@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from tralgo.gan.compare import comparison_grid, run_all
+    from tralgo.gan.compare import comparison_grid, plot_curves, run_all
     from tralgo.gan.judge import train_judge
 
     out = Path(args.out)
@@ -174,6 +174,7 @@ def _compare(args: argparse.Namespace) -> None:
     start = time.time()
     summary = run_all(base, out, args.methods, args.seeds, judge, log=_log)
     comparison_grid(out, args.methods, args.seeds[0])
+    plot_curves(out, args.methods, args.seeds)
     print((out / "table.md").read_text())
     print(f"compare wall time (this invocation): {time.time() - start:.0f} s")
     if summary["missing"]:

@@ -3,6 +3,7 @@ the paper's Tables 2-3 (GT, then one row per optimizer; mean +- std over seeds).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import statistics
 from pathlib import Path
@@ -118,4 +119,41 @@ def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: s
         rows.append(np.concatenate([to_image(x) for x in fakes], 1))
     path = Path(path) if path else out / f"comparison_seed{seed}.png"
     atomic_write_bytes(path, _png_bytes(np.concatenate(rows, 0)))
+    return path
+
+
+def plot_curves(out: str | Path, methods, seeds, path: str | Path | None = None) -> Path:
+    """PNG: training L1 (per logging interval) and validation L1 (per checkpoint) against
+    iterations, mean over seeds with min-max bands, one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tralgo.experiments.io import read_jsonl
+
+    out = Path(out)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method in methods:
+        for ax, kind, key in ((axes[0], "train", "loss_G_L1"), (axes[1], "val", "val_l1")):
+            curves = []
+            for seed in seeds:
+                metrics = run_dir_of(out, method, seed) / "metrics.jsonl"
+                if metrics.exists():
+                    curves.append({r["iter"]: r[key] for r in read_jsonl(metrics) if r.get("kind") == kind})
+            if not curves:
+                continue
+            iters = sorted(set.intersection(*(set(c) for c in curves)))
+            values = np.array([[c[i] for i in iters] for c in curves])
+            line, = ax.plot(iters, values.mean(0), label=f"{METHOD_LABELS[method]} ({len(curves)} seeds)")
+            ax.fill_between(iters, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    axes[0].set(title="generator L1 (train, per 50 iterations)", xlabel="iteration", ylabel="L1")
+    axes[1].set(title="validation L1 (test-mode G)", xlabel="iteration", ylabel="L1")
+    axes[0].legend()
+    fig.tight_layout()
+    path = Path(path) if path else out / "curves.png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
