@@ -288,6 +288,8 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
         opt_G.load_state_dict(ckpt["opt_G"]), opt_D.load_state_dict(ckpt["opt_D"])
         sched_G.load_state_dict(ckpt["sched_G"]), sched_D.load_state_dict(ckpt["sched_D"])
         torch.set_rng_state(ckpt["rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:  # dropout noise on the GPU
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         start_it, elapsed, sums, count = ckpt["iter"], ckpt["elapsed_s"], ckpt["sums"], ckpt["count"]
         _truncate_metrics(run_dir / METRICS_FILE, start_it)
         log(f"resumed {run_dir} at iteration {start_it}")
@@ -322,6 +324,7 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
             atomic_torch_save({"iter": done, "G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(),
                                "opt_D": opt_D.state_dict(), "sched_G": sched_G.state_dict(),
                                "sched_D": sched_D.state_dict(), "rng": torch.get_rng_state(),
+                               "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                                "elapsed_s": time.time() - t0, "sums": sums, "count": count}, checkpoint_path)
             if stop_after is not None and done >= stop_after:
                 return {"status": "stopped", "iter": done}
