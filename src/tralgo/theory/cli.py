@@ -7,6 +7,7 @@ where it stopped and, every study being seeded, ends with exactly the same numbe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -63,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _machine() -> str:
     import numpy
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{os.cpu_count()}-core CPU ({platform.machine()}, {platform.system()}), one BLAS thread, "
-            f"Python {platform.python_version()}, numpy {numpy.__version__}")
+            f"Python {platform.python_version()}, numpy {numpy.__version__}; load average when the report "
+            f"was written (1, 5, 15 min): {load} (the machine is shared, so wall times vary with it)")
 
 
 def _load_or_run(path: Path, key: dict, compute) -> dict:
@@ -83,8 +86,7 @@ def _load_or_run(path: Path, key: dict, compute) -> dict:
 def run(args: argparse.Namespace, argv: list[str], log=print) -> Path:
     from threadpoolctl import threadpool_limits
 
-    cfg = QUICK if args.quick else StudyConfig()
-    cfg = StudyConfig(**{**cfg.to_dict(), "seed": args.seed, **{k: tuple(v) for k, v in cfg.to_dict().items() if isinstance(v, list)}})
+    cfg = dataclasses.replace(QUICK if args.quick else StudyConfig(), seed=args.seed)
     out: Path = args.out
     start = time.perf_counter()
     cases = []

@@ -93,10 +93,6 @@ class Case:
     def label(self) -> str:
         return f"{self.problem}, {L_CHOICE_TEXT[self.l_choice]}"
 
-    @property
-    def lam(self) -> float:
-        return self.results["theorems"]["steps"]["lam"]
-
 
 def _grid(cases: list[Case], plt):
     problems = list(dict.fromkeys(c.problem for c in cases))
@@ -368,8 +364,9 @@ trajectory and the left side of Theorems 1-2. A unit test checks that this TRSGD
   negative minimum shows the iterates do visit non-convex regions.
 - g, sigma^2, B: empirical, because none is bounded globally on least squares. g = max ||grad f(w)||,
   sigma^2 = max (1/n) sum_i ||grad f_i(w) - grad f(w)||^2 (computed exactly at each point), B = max |f(w)|,
-  each over every iterate (outer and inner) of the first region_reps repetitions of every run of
-  every study on that problem, plus the starting point. The bounds below use these maxima.
+  each over every outer iterate of every repetition and every inner iterate (TRSGD's steps on
+  G_t) of the first region_reps repetitions of every run of every study on that problem (same l
+  choice), plus the starting point. The bounds below use these maxima.
 """
 
 NOTES = """\

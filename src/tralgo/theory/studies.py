@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -28,12 +28,13 @@ STUDIES = ("theorems", "lemma2", "variance")
 class StudyConfig:
     seed: int = 0
     # Theorems 1-2: SGD with batch M and TRSGD (batch 1) with S inner steps, N gradient calls each.
-    theorem_reps: int = 100
+    theorem_reps: int = 64
     gradient_calls: int = 4096  # N_max; E||grad f||^2 is reported at every power of 2 up to it
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
     inner_steps: tuple[int, ...] = (1, 4, 16, 64)
-    # Region statistics (g, sigma^2, B) and Hessian spectra: every iterate of these repetitions.
-    region_reps: int = 16
+    # Region statistics (g, sigma^2, B) are taken at every outer iterate of every repetition and at
+    # every inner iterate of the first region_reps repetitions; Hessian spectra at checkpoints of those.
+    region_reps: int = 8
     # Lemma 2: inner SGD on G_t from fixed anchors, S = 1, 2, 4, ..., lemma_max_inner.
     lemma_reps: int = 200
     lemma_max_inner: int = 1024
@@ -136,8 +137,9 @@ def theorems_study(problem: FiniteSum, cfg: StudyConfig, l_choice: str = "f") ->
                                       _rng(cfg, problem, "theorems", method, calls_per_step, "option2"))
 
         def observe(t: int, W: np.ndarray) -> None:
-            tracker.update(t, problem.evaluate(W, with_loss=False).grad_sqnorm)
-            region.update(problem.evaluate(W[:rr]))
+            ev = problem.evaluate(W)
+            tracker.update(t, ev.grad_sqnorm)
+            region.update(ev)
             if t in tracker.checkpoints:
                 curvature.update(W[:rr])
 
