@@ -7,7 +7,7 @@ import torch
 
 import tralgo
 from tralgo.experiments.io import read_jsonl
-from tralgo.gan.train import (GANConfig, RunExistsError, batch_at, build_datasets, build_networks, build_optimizer,
+from tralgo.gan.train import (GANConfig, RunExistsError, batch_at, build_datasets, build_networks, build_optimizer, generate,
                               inner_decay_equivalent_lr, pix2pix_lr_factor, train, train_step, uses_tr)
 
 TINY = dict(size=32, ngf=4, ndf=4, n_layers=1, train_images=8, val_images=4, log_every=5, checkpoint_every=10,
@@ -140,3 +140,16 @@ def test_run_folder_rules(tmp_path):
 def test_config_errors_name_the_parameter(changes, message):
     with pytest.raises(ValueError, match=message):
         tiny(**changes)
+
+
+def test_test_mode_generation_is_seeded_and_leaves_the_model_untouched():
+    config = tiny(size=64)  # 6 levels: one dropout level
+    G, _ = build_networks(config)
+    _, val = build_datasets(config)
+    inputs = torch.stack([val[i]["input"] for i in range(2)])
+    buffers = {k: v.clone() for k, v in G.state_dict().items()}
+    rng = torch.get_rng_state()
+    a, b, c = generate(G, inputs, seed=5), generate(G, inputs, seed=5), generate(G, inputs, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)  # dropout noise comes from the seed
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in buffers.items())  # BN running stats untouched
+    assert torch.equal(rng, torch.get_rng_state())  # the training RNG stream is not consumed
