@@ -17,7 +17,7 @@ EVAL_FILE = "eval.json"
 
 
 def _labels(dataset) -> torch.Tensor:
-    if not all("label" in dataset[i] for i in range(min(1, len(dataset)))):
+    if "label" not in dataset[0]:
         raise FileNotFoundError("the validation set has no label maps (for an aligned folder: <root>/val_labels/*.png)")
     return torch.stack([dataset[i]["label"] for i in range(len(dataset))])
 

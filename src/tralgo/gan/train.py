@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tralgo
-from tralgo.experiments.io import append_jsonl, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_jsonl
+from tralgo.experiments.io import (append_jsonl, atomic_torch_save, atomic_write_bytes, atomic_write_json,
+                                   atomic_write_text, read_jsonl)
 from tralgo.gan.data import AlignedFolder, ProceduralScenes, to_image, _png_bytes
 from tralgo.gan.networks import NLayerDiscriminator, UnetGenerator, init_weights
 
@@ -262,8 +263,8 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
           stop_after: int | None = None) -> dict:
     """Train (or resume) the run in ``run_dir``; returns result.json's content.
 
-    ``stop_after`` ends the process-equivalent early after that many total iterations without
-    writing result.json (tests use it to simulate a kill right after a checkpoint).
+    ``stop_after`` returns ``{"status": "stopped"}`` at the first checkpoint at or after that many
+    iterations, without writing result.json: the state a kill right after a checkpoint leaves.
     """
     run_dir = Path(run_dir)
     _prepare_run_dir(run_dir, config, resume)
@@ -272,7 +273,8 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
     device = torch.device(config.device)
     train_set, val_set = build_datasets(config)
     G, D = build_networks(config)
-    G.to(device), D.to(device)
+    G.to(device)
+    D.to(device)
     tr = uses_tr(config)
     opt_G, opt_D = build_optimizer(G.parameters(), config, tr["G"]), build_optimizer(D.parameters(), config, tr["D"])
     factor = pix2pix_lr_factor(config)
@@ -284,9 +286,9 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
     checkpoint_path = run_dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        G.load_state_dict(ckpt["G"]), D.load_state_dict(ckpt["D"])
-        opt_G.load_state_dict(ckpt["opt_G"]), opt_D.load_state_dict(ckpt["opt_D"])
-        sched_G.load_state_dict(ckpt["sched_G"]), sched_D.load_state_dict(ckpt["sched_D"])
+        for obj, key in ((G, "G"), (D, "D"), (opt_G, "opt_G"), (opt_D, "opt_D"), (sched_G, "sched_G"),
+                         (sched_D, "sched_D")):
+            obj.load_state_dict(ckpt[key])
         torch.set_rng_state(ckpt["rng"])
         if device.type == "cuda" and ckpt.get("cuda_rng") is not None:  # dropout noise on the GPU
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
@@ -297,13 +299,15 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
         torch.manual_seed(config.seed + 1)  # dropout noise, independent of the init draw
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
-    G.train(), D.train()
+    G.train()
+    D.train()
     t0 = time.time() - elapsed
     for it in range(start_it, config.total_iters):
         batch = batch_at(train_set, config, it)
         losses = train_step(G, D, opt_G, opt_D, batch["input"].to(device), batch["target"].to(device), config.lambda_l1)
         lr_used = opt_G.param_groups[0]["lr"]
-        sched_G.step(), sched_D.step()
+        sched_G.step()
+        sched_D.step()
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1
@@ -328,7 +332,7 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
                                "elapsed_s": time.time() - t0, "sums": sums, "count": count}, checkpoint_path)
             if stop_after is not None and done >= stop_after:
                 return {"status": "stopped", "iter": done}
-    last = [r for r in read_jsonl(run_dir / METRICS_FILE)]
+    last = list(read_jsonl(run_dir / METRICS_FILE))
     result = {"status": "completed", "iters": config.total_iters, "wall_s": round(time.time() - t0, 3),
               "last_train": next((r for r in reversed(last) if r.get("kind") == "train"), None),
               "last_val": next((r for r in reversed(last) if r.get("kind") == "val"), None),
@@ -341,8 +345,6 @@ def _truncate_metrics(path: Path, upto: int) -> None:
     """Drop metric lines written after the checkpoint (they will be written again on resume)."""
     if not path.exists():
         return
-    from tralgo.experiments.io import atomic_write_text
-
     kept = [r for r in read_jsonl(path) if r.get("iter", 0) <= upto]
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in kept))
 
