@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 
 from tralgo.experiments.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from tralgo.gan.data import _png_bytes, to_image
+from tralgo.gan.data import png_bytes, to_image
 from tralgo.gan.evaluate import EVAL_FILE, evaluate_run, file_digest
-from tralgo.gan.train import GANConfig, _val_tensors, build_datasets, generate, inner_decay_equivalent_lr, \
+from tralgo.gan.train import GANConfig, val_tensors, build_datasets, generate, inner_decay_equivalent_lr, \
     load_generator, train
 
 METHODS = ("adam", "tradam", "adam_equiv_lr")
@@ -112,13 +112,13 @@ def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: s
     for method in methods:
         G, config = load_generator(run_dir_of(out, method, seed))
         _, val = build_datasets(config)
-        inputs, reals = _val_tensors(val, count)
+        inputs, reals = val_tensors(val, count)
         fakes = generate(G, inputs, seed=0)
         if rows is None:
             rows = [np.concatenate([to_image(x) for x in inputs], 1), np.concatenate([to_image(x) for x in reals], 1)]
         rows.append(np.concatenate([to_image(x) for x in fakes], 1))
     path = Path(path) if path else out / f"comparison_seed{seed}.png"
-    atomic_write_bytes(path, _png_bytes(np.concatenate(rows, 0)))
+    atomic_write_bytes(path, png_bytes(np.concatenate(rows, 0)))
     return path
 
 

@@ -381,7 +381,7 @@ class AlignedFolder(Dataset):
         return item
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -395,10 +395,10 @@ def write_aligned_folder(dataset: Dataset, root: str | Path, split: str) -> int:
     for index in range(len(dataset)):
         item = dataset[index]
         ab = np.concatenate([to_image(item["target"]), to_image(item["input"])], axis=1)
-        atomic_write_bytes(root / split / f"{item['name']}.png", _png_bytes(ab))
+        atomic_write_bytes(root / split / f"{item['name']}.png", png_bytes(ab))
         if "label" in item:
             atomic_write_bytes(root / f"{split}_labels" / f"{item['name']}.png",
-                               _png_bytes(item["label"].numpy().astype(np.uint8)))
+                               png_bytes(item["label"].numpy().astype(np.uint8)))
     return len(dataset)
 
 
@@ -443,7 +443,7 @@ def prepare_cityscapes(gtfine: str | Path, leftimg: str | Path, out: str | Path,
                 train_ids = label_ids_to_train_ids(np.asarray(image))
             photo = _resize(_load_rgb(photo_path), size, nearest=False)
             colour = _resize(_load_rgb(colour_path), size, nearest=True)
-            atomic_write_bytes(out / split / f"{base}.png", _png_bytes(np.concatenate([photo, colour], axis=1)))
-            atomic_write_bytes(out / f"{split}_labels" / f"{base}.png", _png_bytes(_resize(train_ids, size, nearest=True)))
+            atomic_write_bytes(out / split / f"{base}.png", png_bytes(np.concatenate([photo, colour], axis=1)))
+            atomic_write_bytes(out / f"{split}_labels" / f"{base}.png", png_bytes(_resize(train_ids, size, nearest=True)))
         counts[split] = len(photos)
     return counts

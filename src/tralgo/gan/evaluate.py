@@ -11,7 +11,7 @@ from tralgo.experiments.io import atomic_write_json
 from tralgo.gan.data import NUM_CLASSES
 from tralgo.gan.judge import load_judge
 from tralgo.gan.metrics import fcn_score
-from tralgo.gan.train import _val_tensors, build_datasets, generate, load_generator
+from tralgo.gan.train import val_tensors, build_datasets, generate, load_generator
 
 EVAL_FILE = "eval.json"
 
@@ -41,7 +41,7 @@ def evaluate_run(run_dir: str | Path, judge_path: str | Path, device: str = "cpu
     """
     G, config = load_generator(run_dir, device)
     _, val = build_datasets(config)
-    inputs, reals = _val_tensors(val)
+    inputs, reals = val_tensors(val)
     labels = _labels(val)
     judge = load_judge(judge_path, device)
     judge_size = getattr(judge, "config", {}).get("size")  # known for tralgo's own judges

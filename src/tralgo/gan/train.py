@@ -31,7 +31,7 @@ from torch import Tensor, nn
 import tralgo
 from tralgo.experiments.io import (append_jsonl, atomic_torch_save, atomic_write_bytes, atomic_write_json,
                                    atomic_write_text, read_jsonl)
-from tralgo.gan.data import AlignedFolder, ProceduralScenes, to_image, _png_bytes
+from tralgo.gan.data import AlignedFolder, ProceduralScenes, to_image, png_bytes
 from tralgo.gan.networks import NLayerDiscriminator, UnetGenerator, init_weights
 
 OPTIMIZERS = ("adam", "tradam")
@@ -209,7 +209,7 @@ def train_step(G, D, opt_G, opt_D, real_A: Tensor, real_B: Tensor, lambda_l1: fl
             "loss_G_GAN": loss_G_GAN.item(), "loss_G_L1": loss_G_L1.item()}
 
 
-def test_mode_generator(G: nn.Module) -> nn.Module:
+def pix2pix_test_mode_copy(G: nn.Module) -> nn.Module:
     """A copy of G run as pix2pix runs it at test time: dropout on, BatchNorm on the test batch's
     statistics (train mode). A copy, so the running statistics of the trained G stay untouched."""
     return copy.deepcopy(G).train()
@@ -219,7 +219,7 @@ def test_mode_generator(G: nn.Module) -> nn.Module:
 def generate(G: nn.Module, inputs: Tensor, seed: int) -> Tensor:
     """Test-mode outputs for ``inputs`` one image at a time (batch 1, as pix2pix tests), with the
     dropout noise drawn from ``seed`` so evaluations are reproducible."""
-    G_test = test_mode_generator(G)
+    G_test = pix2pix_test_mode_copy(G)
     device = next(G.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -229,10 +229,10 @@ def generate(G: nn.Module, inputs: Tensor, seed: int) -> Tensor:
 def save_sample_grid(path: Path, inputs: Tensor, fakes: Tensor, reals: Tensor) -> None:
     """PNG with one column per example: label image, generated photo, real photo."""
     columns = [np.concatenate([to_image(a), to_image(f), to_image(r)], axis=0) for a, f, r in zip(inputs, fakes, reals)]
-    atomic_write_bytes(path, _png_bytes(np.concatenate(columns, axis=1)))
+    atomic_write_bytes(path, png_bytes(np.concatenate(columns, axis=1)))
 
 
-def _val_tensors(val, count: int | None = None) -> tuple[Tensor, Tensor]:
+def val_tensors(val, count: int | None = None) -> tuple[Tensor, Tensor]:
     n = len(val) if count is None else min(count, len(val))
     items = [val[i] for i in range(n)]
     return torch.stack([x["input"] for x in items]), torch.stack([x["target"] for x in items])
@@ -280,7 +280,7 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
     factor = pix2pix_lr_factor(config)
     sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, factor)
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, factor)
-    sample_inputs, sample_reals = _val_tensors(val_set, 6)
+    sample_inputs, sample_reals = val_tensors(val_set, 6)
 
     start_it, elapsed, sums, count = 0, 0.0, {}, 0
     checkpoint_path = run_dir / CHECKPOINT_FILE
@@ -322,7 +322,7 @@ def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Cal
             fakes = generate(G, sample_inputs, seed=config.seed)
             save_sample_grid(run_dir / "samples" / f"iter_{done:07d}.png", sample_inputs, fakes, sample_reals)
         if done % config.checkpoint_every == 0 or done == config.total_iters:
-            val_inputs, val_targets = _val_tensors(val_set)
+            val_inputs, val_targets = val_tensors(val_set)
             val_l1 = float(F.l1_loss(generate(G, val_inputs, seed=config.seed), val_targets))
             append_jsonl(run_dir / METRICS_FILE, {"kind": "val", "iter": done, "val_l1": val_l1})
             atomic_torch_save({"iter": done, "G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(),
