@@ -289,7 +289,7 @@ def test_tuning_picks_best_validation_lr_then_runs_the_study(tmp_path, fake_trai
     assert sweep.main([str(spec_path), "--dry-run", "--out", str(out), "--launcher", "python"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert sum("--val-split 100" in l for l in printed) == 3 * 2 + 4 * 2
-    assert printed[-1].startswith("# study 'tuned': 2 tuned runs wait")
+    assert printed[-1].startswith("# study 'tuned': 2 tuned configurations (6 runs) wait")
     spec = sweep.load_spec(spec_path)
     summary = sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None).run()
     assert summary["finished"] == 12 + 6 and summary["diverged"] == 2

@@ -240,7 +240,9 @@ def plan(spec: dict, out: str | os.PathLike, only: Iterable[str] | None = None) 
             tuning_runs, chosen, waiting = _plan_tuning(study, defaults, out, priority, s_index)
             runs.extend(tuning_runs)
             if waiting:
-                notes.append(f"study {study['name']!r}: {waiting} tuned runs wait for their tuning runs to finish")
+                seeds = len(study.get("grid", {}).get("seed", [None]))
+                notes.append(f"study {study['name']!r}: {waiting} tuned configurations ({waiting * seeds} runs) "
+                             "wait for their tuning runs to finish")
         for v_index, variant in enumerate(study["variant"]):
             var_options = {k: x for k, x in variant.items() if k not in VARIANT_META}
             for labels, grid_options, order in _grid_combinations(study.get("grid", {}), variant.get("ignore_grid", [])):
