@@ -13,7 +13,7 @@ def make_run(root: Path, study: str, variant: str, seed: int, acc: float | None,
              grid=None, status="finished", report_opts=None, curve_len=3, tuning=False, val_acc=None,
              variant_index=0, study_index=0, extra_memberships=()):
     """A run folder as tralgo train + tralgo sweep leave it; ``acc`` is the final test accuracy."""
-    grid = dict(grid or {"batch_size": "8"})
+    grid = dict({"batch_size": "8"} if grid is None else grid)
     folder = root / study / variant / ("_".join(f"{k}-{v}" for k, v in grid.items()) + f"_seed-{seed}")
     folder.mkdir(parents=True)
     config = {"optimizer": variant, "seed": seed, "batch_size": int(grid.get("batch_size", 8)), "lr": 0.1}
@@ -129,8 +129,15 @@ def test_tuning_runs_are_listed_with_their_validation_scores(tmp_path):
         for seed in (1, 2):
             make_run(root / "tune", "tuned", "sgd", seed, 0.5, grid={"batch_size": "8", "lr": lr}, tuning=True,
                      val_acc=val + 0.01 * seed)
+    for seed in (1, 2):
+        extra = {"tuned": {"lr": 0.05}}
+        folder = make_run(root, "tuned", "sgd", seed, 0.9)
+        sweep_json = json.loads((folder / "sweep.json").read_text())
+        sweep_json["memberships"][0].update(extra)
+        (folder / "sweep.json").write_text(json.dumps(sweep_json))
     text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
-    assert "| sgd | batch_size 8, lr 0.05 | 81.50 | 2/2 | 0 |" in text
+    assert "| sgd | batch_size 8, lr 0.05 | 81.50 | 2/2 | 0 | chosen |" in text
+    assert "| sgd | batch_size 8, lr 0.1 | 71.50 | 2/2 | 0 |  |" in text
 
 
 def test_folders_without_sweep_metadata_are_grouped_and_paired(tmp_path):
@@ -162,7 +169,7 @@ def test_sweep_sessions_give_wall_time_and_utilization(tmp_path):
     a, b = report.sweep_sessions([events])
     assert a["wall_s"] == 480 and a["busy_s"] == 720 and a["utilization"] == pytest.approx(0.75) and not a["ended"]
     assert b["utilization"] == pytest.approx(0.5) and b["ended"]
-    assert "killed" in report.compute_section([a, b], [])
+    assert "running, or killed" in report.compute_section([a, b], [])
 
 
 def test_cli_missing_folder_is_one_clear_error(tmp_path):
@@ -171,3 +178,16 @@ def test_cli_missing_folder_is_one_clear_error(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "tralgo", "report", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "--out" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_spec_coverage_lists_what_did_not_run(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[[study]]\nname = 'head'\n[study.grid]\nseed = [1, 2, 3]\n"
+                    "[[study.variant]]\nname = 'sgd'\noptimizer = 'sgd'\n")
+    root = tmp_path / "runs"
+    make_run(root, "head", "sgd", 1, 0.8, grid={})
+    (root / "head" / "sgd" / "_seed-1").rename(root / "head" / "sgd" / "seed-1")
+    failed = make_run(root, "head", "sgd", 2, None, grid={}, status="failed")
+    failed.rename(root / "head" / "sgd" / "seed-2")
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False, spec=spec, spec_out=root)
+    assert "| head | 3 | 1 | 0 | 1 | 0 | 1 |" in text

@@ -352,26 +352,30 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
     return lines
 
 
-def tuning_table(study: Study) -> str:
-    """Candidates of each tuned variant, their mean validation score, and the chosen one."""
-    groups: dict[tuple, dict] = defaultdict(dict)
+def tuning_table(study: Study, metric: str = "val_acc") -> str:
+    """Candidates of each tuned variant, their mean validation score (the sweep's own scoring
+    rule), and which one the sweep chose for the study's runs."""
+    from tralgo.experiments.sweep import tuning_score, _value_label
+
+    chosen = []  # (variant, {(axis, label)}) of the values the final runs use
+    for cell in study.cells.values():
+        for run in cell.runs:
+            for m in run.memberships:
+                if m.get("study") == study.name and m.get("tuned"):
+                    chosen.append((m["variant"], set(cell.point) | {(k, _value_label(v)) for k, v in m["tuned"].items()}))
+    groups: dict[tuple, list] = defaultdict(list)
     for m, run in study.tuning:
-        point = tuple((a, l) for a, l in m["grid"].items() if a != "seed")
-        key = (m["variant"], point)
-        score = None
-        if run.status == "diverged":
-            score = 0.0
-        elif run.status == "finished" and run.curve:
-            score = run.curve[-1].get("val_acc")
-        groups[key].setdefault("runs", []).append((run.status, score))
+        point = tuple((a, str(l)) for a, l in m["grid"].items() if a != "seed")
+        groups[(m["variant"], point)].append((run.status, tuning_score(run.folder, metric)))
     rows = []
-    for (variant, point), g in sorted(groups.items()):
-        statuses = [s for s, _ in g["runs"]]
-        scores = [s for _, s in g["runs"] if s is not None]
+    for (variant, point), results in sorted(groups.items()):
+        statuses = [s for s, _ in results]
+        scores = [x for _, x in results if x is not None]
         mean_score = f"{100 * sum(scores) / len(scores):.2f}" if scores else "–"
+        mark = "chosen" if any(v == variant and c == set(point) for v, c in chosen) else ""
         rows.append([variant, _point_text(point), mean_score, f"{statuses.count('finished')}/{len(statuses)}",
-                     str(statuses.count("diverged"))])
-    return _md_table(["variant", "candidate", "mean val acc %", "finished", "diverged"], rows)
+                     str(statuses.count("diverged")), mark])
+    return _md_table(["variant", "candidate", f"mean {metric} %", "finished", "diverged", ""], rows)
 
 
 # --------------------------------------------------------------------------- plots
@@ -446,6 +450,33 @@ def render_plots(study: Study, out: Path) -> list[tuple[str, str]]:
     return made
 
 
+# --------------------------------------------------------------------------- coverage
+
+
+def coverage_section(spec_path: Path, out: Path | None) -> str:
+    """Runs the spec plans, per study, by state: what was run and what was not."""
+    from tralgo.experiments import sweep
+
+    spec = sweep.load_spec(spec_path)
+    root = out or sweep._default_out(spec, str(spec_path))
+    runs, notes = sweep.plan(spec, root)
+    states = ("finished", "diverged", "failed", "interrupted", "new")
+    counts: dict[str, dict[str, int]] = {}
+    for run in runs:
+        state = sweep.run_status(run.folder)
+        for m in run.identity()["memberships"]:
+            key = m["study"] + (" (tuning)" if m["tuning"] else "")
+            row = counts.setdefault(key, dict.fromkeys(states, 0))
+            row[state] += 1
+    rows = [[k, str(sum(v.values()))] + [str(v[s]) for s in states] for k, v in counts.items()]
+    text = (f"Spec `{spec_path}` (run folders under `{root}`); \"interrupted\" = started, not finished; "
+            "\"new\" = never started.\n\n")
+    text += _md_table(["study", "planned runs", *states], rows)
+    if notes:
+        text += "\n\n" + "\n".join(f"- {n} (not counted above)" for n in notes)
+    return text
+
+
 # --------------------------------------------------------------------------- compute use
 
 
@@ -481,7 +512,7 @@ def compute_section(sessions: list[dict], runs: list[RunRecord]) -> str:
     for s in sessions:
         rows.append([s["first"], shlex.join(s.get("argv") or ["?"]), str(s.get("workers", "?")), str(s["runs"]),
                      f"{s['wall_s'] / 60:.1f}", f"{s['busy_s'] / 60:.1f}", f"{100 * s['utilization']:.0f}%",
-                     "" if s["ended"] else "killed"])
+                     "" if s["ended"] else "no end record: running, or killed"])
     wall = sum(s["wall_s"] for s in sessions)
     busy = sum(s["busy_s"] for s in sessions)
     train_s = sum(float(r.final.get("wall_s", 0.0)) for r in runs if r.final)
@@ -516,7 +547,8 @@ def machine_text() -> str:
             f"Python {platform.python_version()}, torch {torch_version}")
 
 
-def build_report(paths: list[Path], out: Path, *, title: str, command: str, plots: bool = True) -> str:
+def build_report(paths: list[Path], out: Path, *, title: str, command: str, plots: bool = True,
+                 spec: Path | None = None, spec_out: Path | None = None) -> str:
     started = time.perf_counter()
     folders, event_files = find_run_folders(paths)
     runs = [load_run(f) for f in folders]
@@ -570,6 +602,8 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
             all_findings += [f"**{study.report.get('title', name)}**", ""] + [f"- {t}" for t in study_findings] + [""]
     parts += ["## Findings (generated from the tables below)", ""] + (all_findings or ["No comparisons yet.", ""])
     parts += body
+    if spec is not None:
+        parts += ["## Coverage: what the spec plans and what ran", "", coverage_section(spec, spec_out), ""]
     parts += ["## Compute", "", compute_section(sessions, runs), ""]
     parts += [f"Report generated in {time.perf_counter() - started:.1f} s."]
     text = "\n".join(parts) + "\n"
@@ -592,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for report.md and the plots")
     p.add_argument("--title", default="tralgo report", help="heading of the report")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (tables only)")
+    p.add_argument("--spec", help="the sweep spec of RUNS: adds a coverage table of planned runs that did not "
+                   "run or finish")
+    p.add_argument("--spec-out", help="run-folder root of --spec (default: the spec's 'out')")
     return p
 
 
@@ -600,8 +637,9 @@ def main(argv: list[str]) -> int:
     command = shlex.join(["tralgo", "report", *argv])
     try:
         build_report([Path(p) for p in args.runs], Path(args.out), title=args.title, command=command,
-                     plots=not args.no_plots)
-    except FileNotFoundError as exc:
+                     plots=not args.no_plots, spec=Path(args.spec) if args.spec else None,
+                     spec_out=Path(args.spec_out) if args.spec_out else None)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"tralgo report: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {Path(args.out) / 'report.md'}")

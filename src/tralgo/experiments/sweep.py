@@ -87,12 +87,13 @@ class Run:
     label: str = ""      # the variant's human-readable name (report tables and legends)
     study_index: int = 0  # the study's position in the spec (report order)
     variant_index: int = 0
+    tuned: dict = field(default_factory=dict)  # values chosen by the study's tuning runs
 
     def membership(self) -> dict:
         return {"study": self.study, "variant": self.variant, "role": self.role, "base": self.base,
                 "grid": self.grid, "tuning": self.tuning, "report": self.report,
                 "label": self.label or self.variant, "study_index": self.study_index,
-                "variant_index": self.variant_index}
+                "variant_index": self.variant_index, **({"tuned": self.tuned} if self.tuned else {})}
 
     def identity(self) -> dict:
         """What ``sweep.json`` records: the train options (a folder holding other options was made
@@ -247,17 +248,19 @@ def plan(spec: dict, out: str | os.PathLike, only: Iterable[str] | None = None) 
             var_options = {k: x for k, x in variant.items() if k not in VARIANT_META}
             for labels, grid_options, order in _grid_combinations(study.get("grid", {}), variant.get("ignore_grid", [])):
                 options = {**defaults, **grid_options, **var_options}
+                tuned = {}
                 if chosen is not None and variant["name"] in study["tune"].get("search", {}):
                     key = _tune_key(variant["name"], labels)
                     if key not in chosen:
                         continue  # its tuning is not complete yet (counted in ``notes``)
-                    options.update(chosen[key])
+                    tuned = chosen[key]
+                    options.update(tuned)
                 runs.append(Run(
                     study=study["name"], variant=variant["name"], role=variant.get("role", "base"),
                     base=variant.get("base"), grid=labels, options=options,
                     folder=out / study["name"] / variant["name"] / _folder_name(labels),
                     order=(priority, 1) + order + (s_index, v_index), report=report,
-                    label=variant.get("label", ""), study_index=s_index, variant_index=v_index,
+                    label=variant.get("label", ""), study_index=s_index, variant_index=v_index, tuned=tuned,
                 ))
     runs = _merge_identical(sorted(runs, key=lambda r: r.order))
     if only is not None:
