@@ -299,6 +299,8 @@ def test_tuning_picks_best_validation_lr_then_runs_the_study(tmp_path, fake_trai
     # val_acc = 1 - |lr - 0.05|: sgd picks 0.05 (666 diverged -> scored 0); trsgd's tie on lam -> smaller lam.
     assert {r.options["lr"] for r in final if r.variant == "sgd"} == {0.05}
     assert {(r.options["lr"], r.options["lam"]) for r in final if r.variant == "trsgd"} == {(0.02, 0.0)}
+    # The choice is recorded with the run, for the report.
+    assert all(r.membership()["tuned"] == {"lr": 0.05} for r in final if r.variant == "sgd")
     assert all("val_split" not in r.options for r in final)
 
 
