@@ -7,7 +7,10 @@ hits both alike. The trainer side is ``Trainer.train_steps``: the real inner loo
 ``tralgo train`` (loss/accuracy bookkeeping and the divergence check included), without
 evaluation or file I/O. Fashion-MNIST when it is installed, else synthetic images of its shape.
 
-    python benchmarks/train_throughput.py [--steps 400] [--repeats 5] [--optimizer sgd]
+    python benchmarks/train_throughput.py [--steps 400] [--repeats 5] [--optimizer sgd] [--threads 1,2]
+
+``--threads 1,2`` also interleaves thread counts (torch.set_num_threads between repetitions), which
+is how the trainer's CPU default of one thread was chosen.
 """
 from __future__ import annotations
 
@@ -72,26 +75,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (median reported)")
     p.add_argument("--optimizer", default="sgd", help="optimizer of both loops (sgd, trsgd, adam, ...)")
     p.add_argument("--subset", type=int, default=10000, help="training images held in memory")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", default="1", help="torch threads; a comma list (1,2) compares them")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (else the standard places)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")]
     dataset, source = load(args.subset, args.data_dir)
     config = TrainConfig(model="cnn", optimizer=args.optimizer, lr=0.01 if "sgd" in args.optimizer else None,
                          batch_size=8, subset=min(args.subset, len(dataset.train_labels)), seed=0)
     trainer, hand = Trainer(config, dataset), HandWrittenLoop(config.resolved(), dataset)
-    trainer.train_steps(50)  # warm-up: allocator, oneDNN kernel selection
-    hand.train_steps(50)
-    rates = {"trainer": [], "hand-written": []}
+    loops = {"trainer": trainer, "hand-written": hand}
+    for count in threads:  # warm-up: allocator, oneDNN kernel selection per thread count
+        torch.set_num_threads(count)
+        for loop in loops.values():
+            loop.train_steps(50)
+    rates = {(name, count): [] for count in threads for name in loops}
     for _ in range(args.repeats):
-        rates["trainer"].append(steps_per_s(trainer, args.steps))
-        rates["hand-written"].append(steps_per_s(hand, args.steps))
-    median = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"data: {source}; model cnn; optimizer {args.optimizer}; batch size 8; {args.threads} thread(s); "
-          f"{args.repeats} x {args.steps} steps each, interleaved")
-    for name, values in rates.items():
-        print(f"{name:>13}: median {median[name]:7.1f} steps/s  (runs: {', '.join(f'{v:.1f}' for v in values)})")
-    print(f"ratio trainer / hand-written: {median['trainer'] / median['hand-written']:.3f}")
+        for count in threads:
+            torch.set_num_threads(count)
+            for name, loop in loops.items():
+                rates[name, count].append(steps_per_s(loop, args.steps))
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    print(f"data: {source}; model cnn; optimizer {args.optimizer}; batch size 8; "
+          f"{args.repeats} x {args.steps} steps per loop and thread count, interleaved")
+    for (name, count), values in rates.items():
+        print(f"{name:>13}, {count} thread(s): median {median[name, count]:7.1f} steps/s  "
+              f"(runs: {', '.join(f'{v:.1f}' for v in values)})")
+    for count in threads:
+        print(f"ratio trainer / hand-written, {count} thread(s): "
+              f"{median['trainer', count] / median['hand-written', count]:.3f}")
     return 0
 
 

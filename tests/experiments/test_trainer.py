@@ -185,3 +185,20 @@ def test_subset_and_val_split_larger_than_the_data_are_refused():
         Trainer(tiny(subset=1000), DATA)
     with pytest.raises(ValueError, match="val_split must be smaller"):
         Trainer(tiny(subset=10, val_split=10), DATA)
+
+
+def test_progress_bar_draws_in_place_and_throttles():
+    import io
+
+    from tralgo.experiments.progress import ProgressBar, stream_is_tty
+
+    stream = io.StringIO()
+    bar = ProgressBar(10, "epoch 1/2", stream=stream, width=10, min_interval=3600)
+    for done in range(1, 11):
+        bar.update(done, loss=0.5)
+    bar.close()
+    drawn = stream.getvalue().split("\r")
+    # The first update draws, the next eight are throttled, the last one (done == total) draws.
+    assert [d for d in drawn if d.startswith("epoch")] == [drawn[1], drawn[2]]
+    assert "[#.........] 1/10" in drawn[1] and "[##########] 10/10" in drawn[2] and "loss 0.5000" in drawn[2]
+    assert not stream_is_tty(stream)

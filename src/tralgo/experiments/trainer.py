@@ -386,16 +386,13 @@ class Trainer:
         batches = self._epoch_step_indices()
         for done, indices in enumerate(batches, start=1):
             loss_sum, correct = self._optimizer_step(indices)
-            if not self._step_is_finite(loss_sum):
-                stats.diverged = True
-                loss_total += loss_sum
-                stats.count += len(indices)
-                stats.steps = done
-                break
             loss_total += loss_sum
             correct_total += correct
             stats.count += len(indices)
             stats.steps = done
+            if not self._step_is_finite(loss_sum):
+                stats.diverged = True
+                break
             if on_step is not None:
                 on_step(done, len(batches), float(loss_total) / stats.count)
         stats.seconds = time.perf_counter() - start
