@@ -116,3 +116,10 @@ def test_evaluate_refuses_a_judge_of_another_resolution(tmp_path, judge_dir, cap
     assert main(["train", "--run", run, *args]) == 0
     assert main(["evaluate", "--run", run, "--judge", str(judge_dir)]) == 2
     assert "trained on 32x32 photos but the run generates 64x64" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--run", "x", "--optimizer", "sgd"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "invalid choice: 'sgd'" in err

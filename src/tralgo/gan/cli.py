@@ -1,4 +1,4 @@
-"""``tralgo gan``: pix2pix label -> photo with Adam or TRAdam.
+"""tralgo gan: pix2pix label -> photo with Adam or TRAdam.
 
     tralgo gan judge    --out DIR                      train the FCN-score judge on real photos
     tralgo gan train    --run DIR [options] [--resume] train one pix2pix run
@@ -53,6 +53,10 @@ CONFIG_HELP = {
 }
 
 
+CHOICES = {"optimizer": ("adam", "tradam"), "tr_on": ("both", "G", "D"), "lam_scaling": ("constant", "inverse_lr"),
+           "direction": ("AtoB", "BtoA")}
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser, skip=()) -> None:
     from tralgo.gan.train import GANConfig
 
@@ -65,7 +69,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser, skip=()) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(field.type), type(field.default))
-            parser.add_argument(flag, type=kind, default=field.default, help=help_text)
+            parser.add_argument(flag, type=kind, default=field.default, choices=CHOICES.get(field.name),
+                                help=help_text)
 
 
 def _config_from(args: argparse.Namespace, skip=()):
@@ -75,8 +80,15 @@ def _config_from(args: argparse.Namespace, skip=()):
     return GANConfig(**values)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (the full usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tralgo gan", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="tralgo gan", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,train,evaluate,compare,prepare-cityscapes}")
 
     p = sub.add_parser("judge", help="train the FCN-score judge on real procedural photos (judge split)")
@@ -97,14 +109,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="FCN-score of a run's generator on the validation set")
     p.add_argument("--run", required=True, help="a trained run folder")
-    p.add_argument("--judge", required=True, help="a `tralgo gan judge` folder, or a TorchScript 19-class "
-                   "Cityscapes model taking RGB in [0, 1]")
+    p.add_argument("--judge", required=True, help="a `tralgo gan judge` folder, or a user's 19-class Cityscapes "
+                   "model taking RGB in [0, 1]: *.pt2 (torch.export) or TorchScript")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
     p = sub.add_parser("compare", help="Adam vs TRAdam vs the inner-decay-equivalent lr, over seeds")
     p.add_argument("--out", required=True, help="study folder: runs/<method>_seed<s>/, table.md, summary.json")
-    p.add_argument("--judge", default=None, help="judge folder or TorchScript model (default: <out>/judge, "
+    p.add_argument("--judge", default=None, help="judge folder, or a user's model (*.pt2 from torch.export, or TorchScript) (default: <out>/judge, "
                    "trained with `tralgo gan judge` defaults if missing)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default 1 2 3)")
     p.add_argument("--methods", nargs="+", default=["adam", "tradam", "adam_equiv_lr"],
