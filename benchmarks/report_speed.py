@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shlex
 import subprocess
 import sys
@@ -74,11 +75,16 @@ def write_runs(root: Path, n_runs: int, epochs: int) -> None:
     (root / "sweep_events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
-def time_report(root: Path, out: Path, plots: bool) -> float:
+def time_report(root: Path, out: Path, plots: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one ``tralgo report`` process. On a shared machine the CPU
+    time is what the report would take on an idle core; the wall time includes waiting."""
     cmd = [sys.executable, "-m", "tralgo", "report", str(root), "--out", str(out)] + ([] if plots else ["--no-plots"])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _import_time() -> float:
@@ -101,9 +107,10 @@ def main() -> int:
         figures = len(list((base / "report").glob("*.png")))
         print(f"command: {shlex.join([sys.executable, *sys.argv])}")
         import_s = _import_time()
-        print(f"{args.runs} run folders x {args.epochs} epochs: tralgo report {with_plots:.2f} s with {figures} "
-              f"plots, {tables_only:.2f} s tables only (wall time of a fresh process, imports included; "
-              f"of which {import_s:.2f} s is `import tralgo.experiments.report`, i.e. torch via tralgo/__init__)")
+        print(f"{args.runs} run folders x {args.epochs} epochs, {figures} plots: tralgo report took "
+              f"{with_plots[0]:.2f} s wall / {with_plots[1]:.2f} s CPU; tables only (--no-plots) "
+              f"{tables_only[0]:.2f} s wall / {tables_only[1]:.2f} s CPU (a fresh process, imports included; "
+              f"`import tralgo.experiments.report` alone: {import_s:.2f} s wall, mostly torch via tralgo/__init__)")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (other jobs running)")
     return 0
 

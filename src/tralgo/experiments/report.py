@@ -416,38 +416,76 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "all"
 
 
-def render_plots(study: Study, out: Path) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class PlotJob:
+    """One figure, reduced to numbers: (panel title, [(line label, xs, means, stds)]) x 4."""
+
+    path: Path
+    title: str
+    x_label: str
+    panels: tuple
+
+
+def plot_jobs(study: Study, out: Path) -> list[PlotJob]:
+    x_key = study.report.get("x", "epoch")
+    jobs = []
+    for title, lines in plot_lines(study):
+        panels = []
+        for key, name in CURVES:
+            series = []
+            for line, runs in lines.items():
+                xs, means, stds = _curve_band(runs, x_key, key)
+                if xs:
+                    diverged = sum(r.status == "diverged" for r in runs)
+                    label = f"{line} ({len(runs)} runs" + (f", {diverged} diverged)" if diverged else ")")
+                    series.append((label, xs, means, stds))
+            panels.append((name, series))
+        jobs.append(PlotJob(out / f"{_slug(study.name)}__{_slug(title)}.png",
+                            f"{study.report.get('figure', study.name)} — {title} (mean ± std over seeds)",
+                            x_key, tuple(panels)))
+    return jobs
+
+
+def draw(job: PlotJob) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x_key = study.report.get("x", "epoch")
-    made = []
-    for title, lines in plot_lines(study):
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-        for ax, (key, name) in zip(axes, CURVES):
-            for line, runs in lines.items():
-                xs, means, stds = _curve_band(runs, x_key, key)
-                if not xs:
-                    continue
-                diverged = sum(r.status == "diverged" for r in runs)
-                label = f"{line} ({len(runs)} runs" + (f", {diverged} diverged)" if diverged else ")")
-                (handle,) = ax.plot(xs, means, marker="o", ms=3, label=label)
-                ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                color=handle.get_color(), alpha=0.2, linewidth=0)
-            ax.set_title(name)
-            ax.set_xlabel(x_key)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"{study.report.get('figure', study.name)} — {title} (mean ± std over seeds)", fontsize=10)
-        # Fixed margins: tight_layout would draw every figure twice (most of the report's time).
-        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.84, wspace=0.22)
-        name = f"{_slug(study.name)}__{_slug(title)}.png"
-        fig.savefig(out / name, dpi=80)
-        plt.close(fig)
-        made.append((title, name))
-    return made
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, (name, series) in zip(axes, job.panels):
+        for label, xs, means, stds in series:
+            (handle,) = ax.plot(xs, means, marker="o", ms=3, label=label)
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=handle.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(name)
+        ax.set_xlabel(job.x_label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(job.title, fontsize=10)
+    # Fixed margins: tight_layout would draw every figure twice.
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.84, wspace=0.22)
+    fig.savefig(job.path, dpi=80)
+    plt.close(fig)
+
+
+def draw_all(jobs: list[PlotJob]) -> None:
+    """Figures are independent and cost ~0.3 s of CPU each in matplotlib: draw them on every core."""
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers < 2 or "fork" not in __import__("multiprocessing").get_all_start_methods():
+        for job in jobs:
+            draw(job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401  (imported once here, inherited by the forked workers)
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(draw, jobs))
 
 
 # --------------------------------------------------------------------------- coverage
@@ -573,6 +611,7 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
         parts += ["Runs produced by: " + "; ".join(f"`{c}`" for c in sweep_cmds) + "", ""]
     all_findings = []
     body = []
+    jobs: list[PlotJob] = []
     for name in sorted(studies, key=lambda n: _study_order(studies[n])):
         study = studies[name]
         body += [f"## {study.report.get('title', name)}", "", f"Study `{name}`.", ""]
@@ -589,8 +628,9 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
             body += ["Tuning runs (score: final validation accuracy on the held-out training images; "
                      "the test set is not used for the choice):", "", tuning_table(study), ""]
         if plots and study.cells:
-            for fig_title, file in render_plots(study, out):
-                body += [f"![{study.name}: {fig_title}]({file})", ""]
+            for job in plot_jobs(study, out):
+                jobs.append(job)
+                body += [f"![{job.title}]({job.path.name})", ""]
         failed = [r for c in study.cells.values() for r in c.runs if r.status == "failed"]
         for r in failed[:10]:
             last = (r.error or "").strip().splitlines()[-1:] or [""]
@@ -605,6 +645,7 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
     if spec is not None:
         parts += ["## Coverage: what the spec plans and what ran", "", coverage_section(spec, spec_out), ""]
     parts += ["## Compute", "", compute_section(sessions, runs), ""]
+    draw_all(jobs)
     parts += [f"Report generated in {time.perf_counter() - started:.1f} s."]
     text = "\n".join(parts) + "\n"
     atomic_write_text(out / "report.md", text)
