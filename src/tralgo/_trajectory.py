@@ -19,7 +19,6 @@ or ``add_param_group``), stored in the group as ``"tr_initial_lr"`` and overrida
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Callable
@@ -29,7 +28,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tralgo import _functional as F
-from tralgo import _fused as F_fused
+from tralgo._wrapper import OptimizerWrapper
 
 ANCHOR_KEY = "tralgo_anchor"
 COUNTER_KEY = "inner_step"
@@ -92,7 +91,7 @@ class _GroupStep:
     new_anchors: list[Tensor] = field(default_factory=list)
 
 
-class TrajectoryRegularized(Optimizer):
+class TrajectoryRegularized(OptimizerWrapper):
     r"""Wrap an already-built optimizer so that it minimises ``f(w) + lam/2 ||w - w_t||^2``,
     re-centring ``w_t`` at the current weights every ``inner_steps`` steps (TRAlgo).
 
@@ -126,10 +125,6 @@ class TrajectoryRegularized(Optimizer):
         >>> opt.step(); opt.zero_grad()
     """
 
-    # GradScaler must unscale the gradients before tralgo adds its term; never advertise the
-    # fused-kernel scaling protocol of a base (that would skip unscaling).
-    _step_supports_amp_scaling = False
-
     def __init__(
         self,
         optimizer: Optimizer,
@@ -141,53 +136,13 @@ class TrajectoryRegularized(Optimizer):
     ) -> None:
         if isinstance(optimizer, TrajectoryRegularized):
             raise ValueError("optimizer is already a TrajectoryRegularized optimizer; wrap its base only once")
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer instance, got {type(optimizer).__name__}; "
-                "build the base first, e.g. TrajectoryRegularized(torch.optim.SGD(params, lr=0.1))"
-            )
         check_options(lam, inner_steps, inner_lr_decay, lam_scaling)
-        self.optimizer = optimizer
-        self._tr_defaults = dict(
-            lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling
+        super().__init__(
+            optimizer, dict(lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling)
         )
-        self._init_hooks()
-        for group in self.optimizer.param_groups:
-            self._init_group(group)
-
-    # -- the torch.optim.Optimizer surface, read through to the base -------------------------
-
-    def _init_hooks(self) -> None:
-        # Optimizer.__init__ is not called (the base owns the params); set what it would set, and
-        # patch step so that hooks registered on the wrapper fire from the first step.
-        for name in (
-            "_optimizer_step_pre_hooks",
-            "_optimizer_step_post_hooks",
-            "_optimizer_state_dict_pre_hooks",
-            "_optimizer_state_dict_post_hooks",
-            "_optimizer_load_state_dict_pre_hooks",
-            "_optimizer_load_state_dict_post_hooks",
-        ):
-            setattr(self, name, OrderedDict())
-        self._patch_step_function()
-        self._warned_capturable_if_run_uncaptured = True
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
-        # A property, never a cached alias: load_state_dict replaces the base's list.
-        return self.optimizer.param_groups
-
-    @property
-    def state(self):  # type: ignore[override]
-        return self.optimizer.state
-
-    @property
-    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
-        return {**self.optimizer.defaults, **self._tr_defaults}
 
     def _init_group(self, group: dict) -> None:
-        for key in _OPTION_KEYS:
-            group.setdefault(key, self._tr_defaults[key])
+        super()._init_group(group)
         group.setdefault(COUNTER_KEY, 0)
         group.setdefault(INITIAL_LR_KEY, _as_float(group["lr"]))
         index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
@@ -202,59 +157,21 @@ class TrajectoryRegularized(Optimizer):
                 f"{INITIAL_LR_KEY}={group[INITIAL_LR_KEY]!r}); set group['{INITIAL_LR_KEY}'] explicitly"
             )
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)
-        self._init_group(self.param_groups[-1])
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
     def restart_inner_loop(self) -> None:
         """Make the next step re-anchor every group (the authors' restart at each epoch)."""
         for group in self.param_groups:
             group[COUNTER_KEY] = 0
 
-    def __repr__(self) -> str:
-        options = ", ".join(f"{k}={v!r}" for k, v in self._tr_defaults.items())
-        return f"{type(self).__name__}({options}) over {self.optimizer!r}"
-
-    def __getstate__(self) -> dict[str, Any]:
-        kernel = self._compiled_kernel
-        return {"optimizer": self.optimizer, "_tr_defaults": self._tr_defaults,
-                "compiled_update": None if kernel is None else kernel.update}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.optimizer = state["optimizer"]
-        self._tr_defaults = state["_tr_defaults"]
-        if state.get("compiled_update") is not None:
-            self._compiled_kernel = F_fused.CompiledKernel(state["compiled_update"])
-        self._init_hooks()
-
-    # -- checkpoints: the base's standard format, with tralgo's keys in it ---------------------
-
     @torch._disable_dynamo
     def state_dict(self) -> dict[str, Any]:
-        for hook in self._optimizer_state_dict_pre_hooks.values():
-            hook(self)
-        state_dict = self.optimizer.state_dict()
-        for hook in self._optimizer_state_dict_post_hooks.values():
-            result = hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
+        return super().state_dict()
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = hook(self, state_dict)
-            if result is not None:
-                state_dict = result
+        super().load_state_dict(state_dict)
+
+    def _check_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._check_anchor_shapes(state_dict)
-        self.optimizer.load_state_dict(state_dict)
-        for index, group in enumerate(self.param_groups):
-            self._init_group(group)  # a base-only or older checkpoint lacks tralgo's keys
-        for hook in self._optimizer_load_state_dict_post_hooks.values():
-            hook(self)
 
     def _check_anchor_shapes(self, state_dict: dict[str, Any]) -> None:
         saved_groups = state_dict.get("param_groups", [])
