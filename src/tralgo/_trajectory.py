@@ -245,7 +245,20 @@ class TrajectoryRegularized(OptimizerWrapper):
 
     def _compiled_group_step(self, plan: _GroupStep) -> bool:
         """Update the group with the compiled kernel; False when it must take the eager path."""
-        return False
+        inputs = self._compiled_inputs(plan)
+        if inputs is None:
+            return False
+        params, grads, anchors = inputs
+        if not params:
+            return True
+        lr, coeff = self._compiled_kernel.scalars(id(plan.group), params[0], self._inner_lr(plan), abs(plan.coeff))
+        return self._run_compiled_kernel(plan.group, params, grads, anchors, lr, coeff)
+
+    def _run_compiled_kernel(self, group: dict, params: list[Tensor], grads: list[Tensor], anchors: list[Tensor],
+                             lr: Tensor, coeff: Tensor) -> bool:
+        """Gather the base's state and run the kernel (TRSGD, TRAdam); False when that state does not
+        exist yet (the base initialises it eagerly on its first step)."""
+        raise NotImplementedError
 
     def _compiled_inputs(self, plan: _GroupStep) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | None:
         """(params, grads, anchors) of a group the compiled kernel can take, else None."""

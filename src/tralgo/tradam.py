@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tralgo import _fused
-from tralgo._trajectory import TrajectoryRegularized, _GroupStep, check_fused
+from tralgo._trajectory import TrajectoryRegularized, check_fused
 
 
 class TRAdam(TrajectoryRegularized):
@@ -47,22 +47,13 @@ class TRAdam(TrajectoryRegularized):
         if fused == "compiled":
             self._compiled_kernel = _fused.CompiledKernel(_fused.adam_tr_update)
 
-    def _compiled_group_step(self, plan: _GroupStep) -> bool:
-        inputs = self._compiled_inputs(plan)
-        if inputs is None:
-            return False
-        params, grads, anchors = inputs
-        if not params:
-            return True
-        group = plan.group
+    def _run_compiled_kernel(self, group, params, grads, anchors, lr, coeff) -> bool:
         if group.get("capturable") or group.get("differentiable"):
             return False
         states = [self.state[p] for p in params]
         keys = ("exp_avg", "exp_avg_sq", "step") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
         if any(key not in state for state in states for key in keys):
             return False  # Adam's first step initialises its moments
-        lr, coeff = self._compiled_kernel.scalars(id(group), params[0],
-                                                  self._inner_lr(plan), abs(plan.coeff))
         beta1, beta2 = group["betas"]
         return self._compiled_kernel(
             params, grads, anchors, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],

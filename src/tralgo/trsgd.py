@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from tralgo import _fused
-from tralgo._trajectory import TrajectoryRegularized, _GroupStep, check_fused
+from tralgo._trajectory import TrajectoryRegularized, check_fused
 
 
 class TRSGD(TrajectoryRegularized):
@@ -52,21 +52,12 @@ class TRSGD(TrajectoryRegularized):
         if fused == "compiled":
             self._compiled_kernel = _fused.CompiledKernel(_fused.sgd_tr_update)
 
-    def _compiled_group_step(self, plan: _GroupStep) -> bool:
-        inputs = self._compiled_inputs(plan)
-        if inputs is None:
-            return False
-        params, grads, anchors = inputs
-        if not params:
-            return True
-        group = plan.group
+    def _run_compiled_kernel(self, group, params, grads, anchors, lr, coeff) -> bool:
         buffers = []
         if group["momentum"] != 0:
             buffers = [self.state[p].get("momentum_buffer") for p in params]
             if any(b is None for b in buffers):
                 return False  # SGD's first step initialises the buffer to the gradient
-        lr, coeff = self._compiled_kernel.scalars(id(group), params[0],
-                                                  self._inner_lr(plan), abs(plan.coeff))
         return self._compiled_kernel(
             params, grads, anchors, buffers, lr, coeff, momentum=group["momentum"],
             dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
