@@ -680,7 +680,7 @@ def main(argv: list[str]) -> int:
         build_report([Path(p) for p in args.runs], Path(args.out), title=args.title, command=command,
                      plots=not args.no_plots, spec=Path(args.spec) if args.spec else None,
                      spec_out=Path(args.spec_out) if args.spec_out else None)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"tralgo report: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {Path(args.out) / 'report.md'}")

@@ -720,7 +720,7 @@ def main(argv: list[str]) -> int:
                                 f"{[s['name'] for s in spec['study']]}")
         out = Path(args.out) if args.out else _default_out(spec, args.spec)
         runs, notes = plan(spec, out, only)
-    except SpecError as exc:
+    except (SpecError, OSError) as exc:
         print(f"tralgo sweep: error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -737,7 +737,7 @@ def main(argv: list[str]) -> int:
     previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         summary = runner.run()
-    except SpecError as exc:
+    except (SpecError, OSError) as exc:
         print(f"tralgo sweep: error: {exc}", file=sys.stderr)
         return 2
     finally:
