@@ -41,6 +41,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # torchrun with two processes: ~6 s idle, 15 s on the shared machine
 def test_two_cpu_processes_stay_identical_and_match_one_process(tmp_path, monkeypatch):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)

@@ -22,6 +22,7 @@ def tralgo(*args, cwd=None):
                           cwd=cwd, timeout=120)
 
 
+@pytest.mark.slow  # two tralgo processes: ~5 s idle, 15 s on the shared machine
 def test_the_documented_command_runs_as_a_subprocess(tmp_path, idx_dir):
     out = tmp_path / "runs" / "x"
     done = tralgo("train", "--dataset", "fashion-mnist", "--model", "cnn", "--optimizer", "trsgd", "--batch-size", "8",

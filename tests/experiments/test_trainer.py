@@ -132,9 +132,12 @@ def test_finished_run_refuses_a_restart_accepts_resume_and_overwrite(tmp_path):
 
 def test_a_folder_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "run"
-    run(tiny(epochs=1), out, max_epochs=1)
-    with pytest.raises(RunError, match="different settings.*lr"):
-        run(tiny(epochs=1, lr=0.1), out, resume=True)
+    run(tiny(epochs=2), out, max_epochs=1)
+    with pytest.raises(RunError, match="different settings.*lr: 0.05 in the folder, 0.1 now"):
+        run(tiny(epochs=2, lr=0.1), out, resume=True)
+    (out / "config.json").unlink()  # the checkpoint still knows its settings
+    with pytest.raises(RunError, match="checkpoint.pt holds a run with different settings.*seed"):
+        run(tiny(epochs=2, seed=4), out, resume=True)
 
 
 def test_accumulation_equals_one_big_batch():

@@ -589,11 +589,7 @@ def _prepare_folder(out: Path, config: TrainConfig, options: RunOptions) -> str:
         return "fresh"
     saved = read_json(out / CONFIG_FILE)
     if saved is not None:
-        differences = [f"{key}: {saved.get(key)!r} in the folder, {value!r} now"
-                       for key, value in identity(config).items() if _differs(saved.get(key, _MISSING), value)]
-        if differences:
-            raise RunError(f"{out} holds a run with different settings ({'; '.join(differences)}); "
-                           "use another --out, or --overwrite to replace it")
+        check_same_settings(saved, config, out)
     if result is not None:
         if not options.resume:
             raise RunError(f"{out} holds a run that already {result.get('status')}; pass --resume to "
@@ -605,6 +601,15 @@ def _prepare_folder(out: Path, config: TrainConfig, options: RunOptions) -> str:
 
 
 _MISSING = object()
+
+
+def check_same_settings(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
+    """Raise RunError naming every setting in which ``saved`` differs from ``config``."""
+    differences = [f"{key}: {saved.get(key)!r} in the folder, {value!r} now"
+                   for key, value in identity(config).items() if _differs(saved.get(key, _MISSING), value)]
+    if differences:
+        raise RunError(f"{where} holds a run with different settings ({'; '.join(differences)}); "
+                       "use another --out, or --overwrite to replace it")
 
 
 def _differs(saved: Any, value: Any) -> bool:
@@ -689,6 +694,7 @@ def run_training(config: TrainConfig, options: RunOptions, *, dataset=None, log:
     if decision == "resume":
         state = _load_checkpoint(out / CHECKPOINT_FILE)
         if state is not None:
+            check_same_settings(state["config"], config, out / CHECKPOINT_FILE)  # config.json may be gone
             trainer.load_state_dict(state)
     if ctx.is_main:
         kept = _truncate_metrics(out / METRICS_FILE, trainer.epoch)
