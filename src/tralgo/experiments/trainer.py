@@ -345,9 +345,10 @@ class Trainer:
 
     # -- one optimizer step --------------------------------------------------------------------
 
-    def _optimizer_step(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+    def _optimizer_step(self, indices: Tensor) -> tuple[Tensor, Tensor, bool]:
         """Forward/backward over ``indices`` in micro-batches of ``batch_size``, one optimizer
-        step. Returns (summed loss, number correct) over the indices, as detached tensors."""
+        step. Returns (summed loss, number correct) over the indices as detached tensors, and
+        whether the loss was finite on every rank."""
         micro_batches = indices.split(self.config.batch_size)
         total = len(indices)
         loss_sum = torch.zeros((), device=self.device)
@@ -365,7 +366,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss_sum, correct
+        return loss_sum, correct, self._step_is_finite(loss_sum)
 
     def _step_is_finite(self, loss_sum: Tensor) -> bool:
         # Every rank must take the same decision, or one would wait for the others forever.
@@ -385,12 +386,12 @@ class Trainer:
         start = time.perf_counter()
         batches = self._epoch_step_indices()
         for done, indices in enumerate(batches, start=1):
-            loss_sum, correct = self._optimizer_step(indices)
+            loss_sum, correct, finite = self._optimizer_step(indices)
             loss_total += loss_sum
             correct_total += correct
             stats.count += len(indices)
             stats.steps = done
-            if not self._step_is_finite(loss_sum):
+            if not finite:
                 stats.diverged = True
                 break
             if on_step is not None:
@@ -405,14 +406,17 @@ class Trainer:
     def train_steps(self, n: int) -> float:
         """Take ``n`` optimizer steps of the real inner loop, continuing through epochs'
         shuffles, without evaluation, logging or file I/O (for benchmarks). Returns the mean
-        training loss over those steps."""
+        training loss over those steps; stops early, returning a non-finite value, if the loss
+        stops being finite."""
         self.net.train()
         loss_total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
         for _ in range(n):
             indices = self._next_stream_indices()
-            loss_sum, _ = self._optimizer_step(indices)
+            loss_sum, _, finite = self._optimizer_step(indices)
             loss_total += loss_sum
             count += len(indices)
+            if not finite:
+                break
         return float(loss_total) / max(count, 1)
 
     def _next_stream_indices(self) -> Tensor:
