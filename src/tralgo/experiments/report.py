@@ -276,7 +276,8 @@ def pivot_table(study: Study, axis: str) -> str:
 def comparisons(study: Study) -> list[dict]:
     """Every TR cell against its base and against each control of the same base and point."""
     out = []
-    for cell in study.cells.values():
+    ordered = [c for p in study.points() for v in study.variant_order if (c := study.cell(v, p)) is not None]
+    for cell in ordered:
         if cell.role != "tr":
             continue
         base = _base_cell(study, cell)
@@ -284,7 +285,7 @@ def comparisons(study: Study) -> list[dict]:
             continue
         entry = {"cell": cell, "base": base, "vs_base": stats.paired_difference(cell.values(), base.values()),
                  "controls": []}
-        for other in study.cells.values():
+        for other in ordered:
             if other.role == "control" and other.base == cell.base and other.point == cell.point:
                 entry["controls"].append({
                     "cell": other,
