@@ -335,6 +335,12 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
                         " (it gains as well and TR does not beat it significantly)."
             elif e["controls"]:
                 text += " No control explains it: TR beats each control or the controls do not gain."
+        elif e["controls"]:
+            gaining = [c for c in e["controls"] if c["control_vs_base"].significant and c["control_vs_base"].mean > 0]
+            if gaining:
+                text += " Controls that do beat the base significantly: " + "; ".join(
+                    f"{c['cell'].label} ({c['control_vs_base'].format(scale=100)} pp; TR − it: "
+                    f"{c['tr_vs_control'].format(scale=100)} pp)" for c in gaining) + "."
         better_controls = [c["cell"].label for c in e["controls"]
                            if c["tr_vs_control"].significant and c["tr_vs_control"].mean < 0]
         if better_controls:
