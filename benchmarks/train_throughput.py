@@ -2,8 +2,8 @@
 
 Both train the same small CNN (same init) on the same in-memory uint8 images with the same
 per-batch work (gather, ``prepare_batch`` normalisation/augmentation, forward, cross-entropy,
-backward, optimizer step), in one process, in interleaved repetitions so that machine-load drift
-hits both alike. The trainer side is ``Trainer.train_steps``: the real inner loop of
+backward, optimizer step), in one process, in interleaved repetitions (alternating which goes first) so that machine-load
+drift hits both alike. The trainer side is ``Trainer.train_steps``: the real inner loop of
 ``tralgo train`` (loss/accuracy bookkeeping and the divergence check included), without
 evaluation or file I/O. Fashion-MNIST when it is installed, else synthetic images of its shape.
 
@@ -89,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         for loop in loops.values():
             loop.train_steps(50)
     rates = {(name, count): [] for count in threads for name in loops}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for count in threads:
             torch.set_num_threads(count)
-            for name, loop in loops.items():
+            # Alternate which loop goes first (ABBA...), so that neither always runs in the other's wake.
+            order = list(loops.items()) if repeat % 2 == 0 else list(loops.items())[::-1]
+            for name, loop in order:
                 rates[name, count].append(steps_per_s(loop, args.steps))
     median = {key: statistics.median(values) for key, values in rates.items()}
     print(f"data: {source}; model cnn; optimizer {args.optimizer}; batch size 8; "
