@@ -75,6 +75,14 @@ def test_corrupt_data_is_reported_without_traceback(tmp_path, idx_dir):
     assert done.returncode == 1 and "train-images-idx3-ubyte.gz" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_an_unwritable_run_folder_is_one_message(capsys, tmp_path, idx_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_main(capsys, "--data-dir", str(idx_dir), "--epochs", "1", "--width", "0.25",
+                            "--out", str(blocker / "run"))
+    assert code == 1 and err.startswith("tralgo train: error: ") and str(blocker) in err and err.count("\n") == 1
+
+
 def test_resume_and_overwrite_together_are_refused(capsys, tmp_path):
     code, _, err = run_main(capsys, "--out", str(tmp_path / "r"), "--resume", "--overwrite")
     assert code == 2 and "exclude each other" in err

@@ -205,3 +205,15 @@ def test_progress_bar_draws_in_place_and_throttles():
     assert [d for d in drawn if d.startswith("epoch")] == [drawn[1], drawn[2]]
     assert "[#.........] 1/10" in drawn[1] and "[##########] 10/10" in drawn[2] and "loss 0.5000" in drawn[2]
     assert not stream_is_tty(stream)
+
+
+def test_damaged_run_files_are_named_with_the_way_out(tmp_path):
+    out = tmp_path / "run"
+    run(tiny(epochs=2), out, max_epochs=1)
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="checkpoint.pt is unreadable.*--overwrite"):
+        run(tiny(epochs=2), out, resume=True)
+    (out / "result.json").write_text("{torn")
+    with pytest.raises(RunError, match="result.json is unreadable.*--overwrite"):
+        run(tiny(epochs=2), out, resume=True)
+    assert run(tiny(epochs=2), out, overwrite=True) == 0

@@ -138,15 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, options = config_from_args(args)
         config = config.resolved()
+        dataset = None
         if args.download:
             from tralgo.experiments.data import load_dataset
 
-            load_dataset(config.dataset, config.data_dir, download=True)  # fetch once, then train as usual
-        return run_training(config, options)
+            dataset = load_dataset(config.dataset, config.data_dir, download=True)
+        return run_training(config, options, dataset=dataset)
     except DataError as e:
         return _error(str(e), EXIT_DATA)
     except (RunError, ValueError) as e:
         return _error(str(e), EXIT_USAGE)
+    except OSError as e:  # e.g. an --out folder that cannot be written
+        return _error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), EXIT_DATA)
     except KeyboardInterrupt:
         return _error("interrupted; continue with --resume", 130)
     finally:

@@ -574,9 +574,9 @@ def environment_record(device: torch.device, ctx: DistContext) -> dict[str, Any]
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, json.JSONDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is unreadable ({e}); use --overwrite to start the run again") from None
 
 
