@@ -632,7 +632,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types on a damaged file; all mean "unreadable"
-        raise RunError(f"{path} is unreadable ({type(e).__name__}: {e}); use --overwrite to start again") from None
+        # torch's own messages run over many lines and suggest unsafe loading; keep it to one.
+        raise RunError(f"{path} is unreadable (not a complete checkpoint: {type(e).__name__}); "
+                       "use --overwrite to start again") from None
 
 
 def _truncate_metrics(path: Path, epochs: int) -> list[dict]:
