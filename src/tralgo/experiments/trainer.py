@@ -583,12 +583,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def _prepare_folder(out: Path, config: TrainConfig, options: RunOptions) -> str:
     """Decide what to do with ``out``: "fresh", "resume", or "done" (finished/diverged already).
     Raises RunError when the folder holds another run or a finished one without --resume."""
-    result = read_json(out / RESULT_FILE)
-    has_run = any((out / name).exists() for name in RUN_FILES)
     if options.overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         return "fresh"
+    result = read_json(out / RESULT_FILE)
+    has_run = any((out / name).exists() for name in RUN_FILES)
     if not has_run:
         return "fresh"
     saved = read_json(out / CONFIG_FILE)
