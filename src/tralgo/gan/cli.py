@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from tralgo.gan.compare import comparison_grid, plot_curves, run_all
+    from tralgo.gan.compare import comparison_grid, format_table, plot_curves, run_all
     from tralgo.gan.judge import train_judge
 
     out = Path(args.out)
@@ -187,7 +187,7 @@ def _compare(args: argparse.Namespace) -> None:
     summary = run_all(base, out, args.methods, args.seeds, judge, log=_log)
     comparison_grid(out, args.methods, args.seeds[0])
     plot_curves(out, args.methods, args.seeds)
-    print((out / "table.md").read_text())
+    print(format_table(summary))
     print(f"compare wall time (this invocation): {time.time() - start:.0f} s")
     if summary["missing"]:
         raise RuntimeError(f"runs without an evaluation: {summary['missing']}")
