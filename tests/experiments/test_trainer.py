@@ -1,4 +1,5 @@
 """The trainer: exact resume, reproducibility, divergence, run-folder rules, accumulation, schedules."""
+import dataclasses
 import json
 
 import pytest
@@ -54,6 +55,25 @@ def test_resume_after_a_stop_is_bit_identical_to_a_straight_run(tmp_path, optimi
     assert result["status"] == "finished" and result["epochs_completed"] == 3
     wall = [r["wall_s"] for r in read_jsonl(tmp_path / "stopped" / "metrics.jsonl")]
     assert wall == sorted(wall) and result["wall_s"] == wall[-1]  # cumulative across the resume
+
+
+def test_resume_is_exact_with_augmentation_and_batch_norm(tmp_path):
+    # CIFAR-shaped data: crop+flip draw from the augmentation generator, ResNet18 has BN buffers.
+    cifar = synthetic_dataset(n_train=48, n_test=16, channels=3, size=32, name="cifar10", seed=1)
+    config = tiny(dataset="cifar10", model="resnet18", width=0.125, epochs=2, optimizer="trsgd", lr=0.02)
+
+    def train(out, **options):
+        return run_training(config, RunOptions(out=str(out), device="cpu", progress=False, **options),
+                            dataset=cifar, log=lambda line: None)
+
+    train(tmp_path / "straight")
+    train(tmp_path / "stopped", max_epochs=1)
+    train(tmp_path / "stopped", resume=True)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "stopped"))
+    no_augment = tmp_path / "no-augment"
+    run_training(dataclasses.replace(config, augment=False), RunOptions(out=str(no_augment), device="cpu", progress=False),
+                 dataset=cifar, log=lambda line: None)
+    assert metrics(no_augment) != metrics(tmp_path / "straight")  # the augmentation really ran
 
 
 def test_crash_between_metrics_line_and_checkpoint_drops_the_orphan_line(tmp_path):
