@@ -120,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions]
         raise ValueError(f"stop-after must be an integer >= 1, got {args.stop_after}")
     options = RunOptions(out=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
                          threads=args.threads, tensorboard=args.tensorboard, progress=args.progress,
-                         max_epochs=args.stop_after)
+                         max_epochs=args.stop_after, download=args.download)
     return config, options
 
 

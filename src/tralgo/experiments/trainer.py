@@ -550,6 +550,7 @@ class RunOptions:
     tensorboard: bool = False
     progress: bool | None = None  # None: a bar when stderr is a TTY
     max_epochs: int | None = None  # stop (resumably) after this many epochs in this process
+    download: bool = False  # recorded only: the CLI fetches the dataset before training
 
 
 def _git_commit() -> str | None:
