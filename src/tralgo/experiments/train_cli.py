@@ -20,7 +20,7 @@ _LAM_HELP = (
 )
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except for flags and the uninformative None of optional values."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one image classifier into a resumable run folder (config.json, metrics.jsonl, "
                     "checkpoint.pt, result.json). Defaults are the paper's (batch 8, S=10, step schedule); "
                     "under torchrun it trains data-parallel.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default=defaults.dataset, help="fashion-mnist, mnist, cifar10 or cifar100")
