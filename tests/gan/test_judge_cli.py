@@ -76,6 +76,11 @@ def test_train_evaluate_compare_through_the_cli(tmp_path, judge_dir, capsys):
     assert set(summary["rows"]) == {"adam", "tradam"} and summary["missing"] == []
     assert len(summary["rows"]["tradam"]["class_iou"]["values"]) == 2
     assert "| TRAdam |" in (study / "table.md").read_text()
+    evals = {(m, seed): json.loads((study / "runs" / f"{m}_seed{seed}" / "eval.json").read_text())
+             for m in ("adam", "tradam") for seed in (1, 2)}
+    diffs = summary["paired"]["tradam - adam"]["class_iou"]["values"]
+    assert diffs == pytest.approx([evals["tradam", s]["fake"]["class_iou"] - evals["adam", s]["fake"]["class_iou"]
+                                   for s in (1, 2)])
     assert (study / "comparison_seed1.png").exists() and (study / "curves.png").exists()
     tradam_config = json.loads((study / "runs" / "tradam_seed2" / "config.json").read_text())
     assert tradam_config["optimizer"] == "tradam" and tradam_config["seed"] == 2

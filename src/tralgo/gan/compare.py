@@ -76,10 +76,38 @@ def summarise(out: str | Path, methods, seeds) -> dict:
             rows[method]["wall_s"] = _mean_std([_wall(run_dir_of(out, method, s)) for s in seeds
                                                 if (run_dir_of(out, method, s) / EVAL_FILE).exists()])
             gt = gt or evals[0]["gt"]
-    summary = {"rows": rows, "gt": gt, "seeds": list(seeds), "methods": list(methods), "missing": missing}
+    summary = {"rows": rows, "gt": gt, "seeds": list(seeds), "methods": list(methods), "missing": missing,
+               "paired": _paired_differences(out, methods, seeds)}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "table.md", format_table(summary))
     return summary
+
+
+def _comparison_pairs(methods) -> list[tuple[str, str]]:
+    """(method, reference) pairs: everything against Adam, and TRAdam against its equal-step control."""
+    pairs = [(m, "adam") for m in methods if m != "adam" and "adam" in methods]
+    if "tradam" in methods and "adam_equiv_lr" in methods:
+        pairs.append(("tradam", "adam_equiv_lr"))
+    return pairs
+
+
+def _paired_differences(out: Path, methods, seeds) -> dict:
+    """Per-seed differences ``method - reference`` (same seed = same init, data order and dropout
+    stream), mean +- std over the seeds where both runs were evaluated."""
+    paired = {}
+    for method, reference in _comparison_pairs(methods):
+        diffs = {m: [] for m in (*METRICS, "val_l1")}
+        for seed in seeds:
+            a, b = run_dir_of(out, reference, seed) / EVAL_FILE, run_dir_of(out, method, seed) / EVAL_FILE
+            if a.exists() and b.exists():
+                ea, eb = json.loads(a.read_text()), json.loads(b.read_text())
+                for m in METRICS:
+                    diffs[m].append(eb["fake"][m] - ea["fake"][m])
+                diffs["val_l1"].append(eb["val_l1"] - ea["val_l1"])
+        if diffs["val_l1"]:
+            paired[f"{method} - {reference}"] = {"method": method, "reference": reference,
+                                                  **{m: _mean_std(v) for m, v in diffs.items()}}
+    return paired
 
 
 def _wall(run_dir: Path) -> float:
@@ -99,6 +127,18 @@ def format_table(summary: dict) -> str:
         cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in METRICS]
         cells.append(f"{row['val_l1']['mean']:.4f} ± {row['val_l1']['std']:.4f}")
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + f" | {len(row['val_l1']['values'])}/{n} |")
+    if summary.get("paired"):
+        lines += ["", "Paired differences (same seed: same initialisation, data order and dropout stream), mean ± std "
+                  "over seeds; positive accuracy/IoU = better, negative L1 = better:", "",
+                  "| Difference | Per-pixel acc. | Per-class acc. | Class IoU | val L1 | seeds with higher IoU |",
+                  "|---|---|---|---|---|---|"]
+        for row in summary["paired"].values():
+            cells = [f"{row[m]['mean']:+.3f} ± {row[m]['std']:.3f}" for m in METRICS]
+            cells.append(f"{row['val_l1']['mean']:+.4f} ± {row['val_l1']['std']:.4f}")
+            better = sum(v > 0 for v in row["class_iou"]["values"])
+            name = f"{METHOD_LABELS[row['method']]} − {METHOD_LABELS[row['reference']]}"
+            lines.append(f"| {name} | " + " | ".join(cells) +
+                         f" | {better}/{len(row['class_iou']['values'])} |")
     if summary.get("missing"):
         lines.append("")
         lines.append("Missing runs: " + ", ".join(summary["missing"]))
@@ -117,9 +157,24 @@ def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: s
         if rows is None:
             rows = [np.concatenate([to_image(x) for x in inputs], 1), np.concatenate([to_image(x) for x in reals], 1)]
         rows.append(np.concatenate([to_image(x) for x in fakes], 1))
+    names = ["label map", "real photo", *(METHOD_LABELS[m] for m in methods)]
     path = Path(path) if path else out / f"comparison_seed{seed}.png"
-    atomic_write_bytes(path, png_bytes(np.concatenate(rows, 0)))
+    atomic_write_bytes(path, png_bytes(_with_row_names(np.concatenate(rows, 0), names, scale=2)))
     return path
+
+
+def _with_row_names(grid: np.ndarray, names: list[str], scale: int) -> np.ndarray:
+    """Upscale a grid of equal-height rows (nearest) and write each row's name in a left margin."""
+    from PIL import Image, ImageDraw
+
+    grid = grid.repeat(scale, 0).repeat(scale, 1)
+    row_height = grid.shape[0] // len(names)
+    canvas = Image.new("RGB", (grid.shape[1] + 120, grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (120, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(names):
+        draw.text((4, i * row_height + row_height // 2 - 6), name, fill="black")
+    return np.asarray(canvas)
 
 
 def plot_curves(out: str | Path, methods, seeds, path: str | Path | None = None) -> Path:
