@@ -73,6 +73,7 @@ def summarise(out: str | Path, methods, seeds) -> dict:
         if evals:
             rows[method] = {m: _mean_std([e["fake"][m] for e in evals]) for m in METRICS}
             rows[method]["val_l1"] = _mean_std([e["val_l1"] for e in evals])
+            rows[method]["per_class_iou"] = _mean_per_class([e["fake"]["per_class_iou"] for e in evals])
             rows[method]["wall_s"] = _mean_std([_wall(run_dir_of(out, method, s)) for s in seeds
                                                 if (run_dir_of(out, method, s) / EVAL_FILE).exists()])
             gt = gt or evals[0]["gt"]
@@ -110,6 +111,27 @@ def _paired_differences(out: Path, methods, seeds) -> dict:
     return paired
 
 
+def _mean_per_class(per_seed: list[list]) -> list:
+    """Mean IoU of each class over seeds (None where a class is absent from ground truth and predictions)."""
+    return [None if any(v is None for v in values) else statistics.fmean(values) for values in zip(*per_seed)]
+
+
+def _per_class_table(summary: dict) -> list[str]:
+    from tralgo.gan.data import CITYSCAPES_CLASSES
+
+    gt = summary["gt"]["per_class_iou"]
+    present = [c for c, v in enumerate(gt) if v is not None]
+    lines = ["", "Class IoU per class, mean over seeds:", "",
+             "| Method | " + " | ".join(CITYSCAPES_CLASSES[c] for c in present) + " |",
+             "|---|" + "---|" * len(present),
+             "| GT (real photos) | " + " | ".join(f"{gt[c]:.2f}" for c in present) + " |"]
+    for method, row in summary["rows"].items():
+        values = row["per_class_iou"]
+        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(
+            "-" if values[c] is None else f"{values[c]:.2f}" for c in present) + " |")
+    return lines
+
+
 def _wall(run_dir: Path) -> float:
     result = run_dir / "result.json"
     return json.loads(result.read_text()).get("wall_s", float("nan")) if result.exists() else float("nan")
@@ -139,6 +161,8 @@ def format_table(summary: dict) -> str:
             name = f"{METHOD_LABELS[row['method']]} − {METHOD_LABELS[row['reference']]}"
             lines.append(f"| {name} | " + " | ".join(cells) +
                          f" | {better}/{len(row['class_iou']['values'])} |")
+    if gt and summary["rows"]:
+        lines += _per_class_table(summary)
     if summary.get("missing"):
         lines.append("")
         lines.append("Missing runs: " + ", ".join(summary["missing"]))
