@@ -13,7 +13,6 @@ three Adam variants differ only in how the decay is applied).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -23,6 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
 
 import tralgo
+from tralgo._wrapper import OptimizerWrapper
 
 OPTIMIZERS = ("sgd", "trsgd", "adam", "tradam", "adamw", "tradamw", "lookahead-sgd", "lookahead-adam")
 SCHEDULES = ("step", "cosine", "constant")
@@ -142,7 +142,7 @@ SLOW_KEY = "lookahead_slow"
 LOOKAHEAD_COUNTER_KEY = "lookahead_step"
 
 
-class Lookahead(Optimizer):
+class Lookahead(OptimizerWrapper):
     r"""Lookahead (Zhang, Lucas, Hinton & Ba, NeurIPS 2019) around any built optimizer.
 
     The base ("fast") optimizer takes ``k`` steps; then the slow weights move
@@ -161,73 +161,15 @@ class Lookahead(Optimizer):
     """
 
     def __init__(self, optimizer: Optimizer, *, k: int = DEFAULT_INNER_STEPS, alpha: float = DEFAULT_LOOKAHEAD_ALPHA) -> None:
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer instance, got {type(optimizer).__name__}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         if not (isinstance(alpha, (int, float)) and 0 < alpha <= 1):
             raise ValueError(f"alpha must be a number in (0, 1], got {alpha!r}")
-        self.optimizer = optimizer
-        self._lookahead_defaults = {"lookahead_k": k, "lookahead_alpha": alpha}
-        self._init_hooks()
-        for group in self.optimizer.param_groups:
-            self._init_group(group)
-
-    def _init_hooks(self) -> None:
-        # Optimizer.__init__ is not called (the base owns the params); set what it would set.
-        for name in (
-            "_optimizer_step_pre_hooks",
-            "_optimizer_step_post_hooks",
-            "_optimizer_state_dict_pre_hooks",
-            "_optimizer_state_dict_post_hooks",
-            "_optimizer_load_state_dict_pre_hooks",
-            "_optimizer_load_state_dict_post_hooks",
-        ):
-            setattr(self, name, OrderedDict())
-        self._patch_step_function()
+        super().__init__(optimizer, {"lookahead_k": k, "lookahead_alpha": alpha})
 
     def _init_group(self, group: dict) -> None:
-        for key, value in self._lookahead_defaults.items():
-            group.setdefault(key, value)
+        super()._init_group(group)
         group.setdefault(LOOKAHEAD_COUNTER_KEY, 0)
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
-        return self.optimizer.param_groups  # a property: load_state_dict replaces the base's list
-
-    @property
-    def state(self):  # type: ignore[override]
-        return self.optimizer.state
-
-    @property
-    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
-        return {**self.optimizer.defaults, **self._lookahead_defaults}
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)
-        self._init_group(self.param_groups[-1])
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def __repr__(self) -> str:
-        return f"Lookahead(k={self._lookahead_defaults['lookahead_k']}, alpha={self._lookahead_defaults['lookahead_alpha']}) over {self.optimizer!r}"
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "_lookahead_defaults": self._lookahead_defaults}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.optimizer = state["optimizer"]
-        self._lookahead_defaults = state["_lookahead_defaults"]
-        self._init_hooks()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state_dict)
-        for group in self.param_groups:
-            self._init_group(group)  # a base-only checkpoint lacks Lookahead's keys
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
