@@ -191,3 +191,19 @@ def test_spec_coverage_lists_what_did_not_run(tmp_path):
     failed.rename(root / "head" / "sgd" / "seed-2")
     text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False, spec=spec, spec_out=root)
     assert "| head | 3 | 1 | 0 | 1 | 0 | 1 |" in text
+
+
+def test_pivot_repeats_a_variant_that_ignores_the_axis(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(root, "s", "sgd", seed, 0.7 + 0.01 * seed, grid={"batch_size": "8"})
+        for S, gain in (("1", 0.0), ("10", 0.02)):
+            make_run(root, "s", "trsgd", seed, 0.7 + 0.01 * seed + gain, role="tr", base="sgd", variant_index=1,
+                     grid={"batch_size": "8", "inner_steps": S})
+    study = report.group([report.load_run(f) for f in report.find_run_folders([root])[0]])["s"]
+    table = report.pivot_table(study, "inner_steps")
+    assert "| SGD (same runs in every column) | 71.50 ± 0.71 (2) | 71.50 ± 0.71 (2) |" in table
+    assert "| TRSGD | 71.50 ± 0.71 (2) | 73.50 ± 0.71 (2) |" in table
+    # S = 1 pairs with the SGD runs that ignore S.
+    (entry_s1, entry_s10) = report.comparisons(study)
+    assert entry_s1["vs_base"].mean == pytest.approx(0.0) and entry_s10["vs_base"].mean == pytest.approx(0.02)

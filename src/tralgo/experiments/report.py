@@ -268,6 +268,9 @@ def pivot_table(study: Study, axis: str) -> str:
     for variant in study.variant_order:
         cells = {dict(p).get(axis): c for (v, p), c in study.cells.items() if v == variant}
         label = next(iter(cells.values())).label
+        if list(cells) == [None]:  # a variant that ignores the axis (e.g. SGD in the S study)
+            label += " (same runs in every column)"
+            cells = dict.fromkeys(columns, cells[None])
         rows.append([label] + [stats.summarize(list(cells[c].values().values())).format(scale=100)
                                if c in cells else "–" for c in columns])
     return _md_table(["variant"] + [f"{axis} {c}" for c in columns], rows)
