@@ -321,6 +321,7 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index:
                         base=variant.get("base"), grid=run_labels, options=options,
                         folder=out / study["name"] / "tune" / variant["name"] / _folder_name(run_labels),
                         order=(priority, 0, seed_pos) + order + (s_index, v_index), tuning=True,
+                        report=study.get("report", {}),
                         label=variant.get("label", ""), study_index=s_index, variant_index=v_index,
                     )
                     runs.append(run)
