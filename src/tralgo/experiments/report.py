@@ -173,15 +173,19 @@ class Study:
             if point not in seen:
                 seen.append(point)
 
-        def key(point):
-            out = []
-            for _, label in point:
-                try:
-                    out.append((0, float(label), ""))
-                except ValueError:  # natural order: bs8 < bs32 < bs128
-                    out.append((1, 0.0, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]))
-            return out
-        return sorted(seen, key=key)
+        return sorted(seen, key=lambda point: [_label_key(label) for _, label in point])
+
+    def ordered_cells(self) -> list[Cell]:
+        """Cells by grid point, then by the variants' order in the spec."""
+        return [c for p in self.points() for v in self.variant_order if (c := self.cell(v, p)) is not None]
+
+
+def _label_key(label: str) -> tuple:
+    """Numbers in increasing order, other labels in natural order (bs8 < bs32 < bs128)."""
+    try:
+        return (0, float(label), [])
+    except ValueError:
+        return (1, 0.0, [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)])
 
 
 def group(runs: list[RunRecord]) -> dict[str, Study]:
@@ -279,7 +283,7 @@ def pivot_table(study: Study, axis: str) -> str:
 def comparisons(study: Study) -> list[dict]:
     """Every TR cell against its base and against each control of the same base and point."""
     out = []
-    ordered = [c for p in study.points() for v in study.variant_order if (c := study.cell(v, p)) is not None]
+    ordered = study.ordered_cells()
     for cell in ordered:
         if cell.role != "tr":
             continue
@@ -410,7 +414,11 @@ def plot_lines(study: Study) -> list[tuple[str, dict[str, list[RunRecord]]]]:
     lines_by = study.report.get("lines_by", "variant")
     wanted = study.report.get("plot_variants")
     figures: dict[tuple, dict[str, list[RunRecord]]] = {}
-    for (variant, point), cell in study.cells.items():
+    cells = study.ordered_cells()
+    if lines_by != "variant":
+        cells.sort(key=lambda c: _label_key(dict(c.point).get(lines_by, "")))
+    for cell in cells:
+        variant, point = cell.variant, cell.point
         if wanted and variant not in wanted:
             continue
         if lines_by == "variant":
