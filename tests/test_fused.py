@@ -66,11 +66,15 @@ def test_bad_fused_value():
 
 
 @pytest.mark.slow
-def test_inductor_kernel_matches_eager():
-    """The real thing: inductor generates the fused TR-SGD kernel (one-time compile)."""
+@pytest.mark.parametrize("cls,kw", [
+    (tralgo.TRSGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
+    (tralgo.TRAdam, dict(lr=0.01, weight_decay=1e-4)),
+])
+def test_inductor_kernel_matches_eager(cls, kw):
+    """The real thing: inductor generates the fused TR kernel (one-time compile)."""
     models = [make_model(dtype=torch.float32), make_model(dtype=torch.float32)]
-    kw = dict(lr=0.05, momentum=0.9, weight_decay=1e-4, lam=0.5, inner_steps=4)
-    opts = [tralgo.TRSGD(models[0].parameters(), **kw), tralgo.TRSGD(models[1].parameters(), **kw, fused="compiled")]
+    kw = dict(kw, lam=0.5, inner_steps=4)
+    opts = [cls(models[0].parameters(), **kw), cls(models[1].parameters(), **kw, fused="compiled")]
     for m, o in zip(models, opts):
         train(m, o, batches(9, dtype=torch.float32))
     if not opts[1]._compiled_kernel.available:

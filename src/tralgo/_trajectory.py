@@ -251,11 +251,10 @@ class TrajectoryRegularized(OptimizerWrapper):
         params, grads, anchors = inputs
         if not params:
             return True
-        lr, coeff = self._compiled_kernel.scalars(id(plan.group), params[0], self._inner_lr(plan), abs(plan.coeff))
-        return self._run_compiled_kernel(plan.group, params, grads, anchors, lr, coeff)
+        return self._run_compiled_kernel(plan.group, params, grads, anchors, self._inner_lr(plan), abs(plan.coeff))
 
     def _run_compiled_kernel(self, group: dict, params: list[Tensor], grads: list[Tensor], anchors: list[Tensor],
-                             lr: Tensor, coeff: Tensor) -> bool:
+                             lr: float, coeff: float) -> bool:
         """Gather the base's state and run the kernel (TRSGD, TRAdam); False when that state does not
         exist yet (the base initialises it eagerly on its first step)."""
         raise NotImplementedError

@@ -2,6 +2,8 @@
 (decoupled weight decay)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tralgo import _fused
@@ -54,14 +56,25 @@ class TRAdam(TrajectoryRegularized):
         keys = ("exp_avg", "exp_avg_sq", "step") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
         if any(key not in state for state in states for key in keys):
             return False  # Adam's first step initialises its moments
+        steps = [state["step"] for state in states]
+        step_counts = {float(step) for step in steps}
+        if len(step_counts) != 1:
+            return False  # parameters at different step counts: the eager path handles each
         beta1, beta2 = group["betas"]
-        return self._compiled_kernel(
+        step = step_counts.pop() + 1
+        lr_t, coeff_t, step_size, bias_correction2_sqrt = self._compiled_kernel.scalars(
+            id(group), params[0], lr, coeff, lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step))
+        done = self._compiled_kernel(
             params, grads, anchors, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [], [s["step"] for s in states],
-            lr, coeff, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+            lr_t, coeff_t, step_size, bias_correction2_sqrt, beta1=beta1, beta2=beta2, eps=group["eps"],
+            weight_decay=group["weight_decay"],
             decoupled_weight_decay=self._base_class is torch.optim.AdamW or group.get("decoupled_weight_decay", False),
             amsgrad=group["amsgrad"], maximize=group["maximize"],
         )
+        if done:
+            torch._foreach_add_(steps, 1)
+        return done
 
 
 class TRAdamW(TRAdam):

@@ -58,8 +58,9 @@ class TRSGD(TrajectoryRegularized):
             buffers = [self.state[p].get("momentum_buffer") for p in params]
             if any(b is None for b in buffers):
                 return False  # SGD's first step initialises the buffer to the gradient
+        lr_t, coeff_t = self._compiled_kernel.scalars(id(group), params[0], lr, coeff)
         return self._compiled_kernel(
-            params, grads, anchors, buffers, lr, coeff, momentum=group["momentum"],
+            params, grads, anchors, buffers, lr_t, coeff_t, momentum=group["momentum"],
             dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
             maximize=group["maximize"],
         )
