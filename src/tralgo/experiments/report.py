@@ -338,8 +338,9 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
                           if c["control_vs_base"].significant and c["control_vs_base"].mean > 0
                           and not (c["tr_vs_control"].significant and c["tr_vs_control"].mean > 0)]
             if explaining:
+                them = "it gains" if len(explaining) == 1 else "each gains"
                 text += " The gain is explained by " + "; ".join(explaining) + \
-                        " (it gains as well and TR does not beat it significantly)."
+                        f" ({them} significantly over the base as well, and TR is not significantly better)."
             elif e["controls"]:
                 text += " No control explains it: TR beats each control or the controls do not gain."
         elif e["controls"]:
