@@ -25,17 +25,25 @@ from torch import Tensor
 COMPILE_BACKEND = "inductor"
 
 
-def sgd_tr_update(
-    params: list[Tensor], grads: list[Tensor], anchors: list[Tensor], momentum_buffers: list[Tensor],
-    lr: Tensor, coeff: Tensor, *, momentum: float, dampening: float, weight_decay: float,
-    nesterov: bool, maximize: bool,
-) -> None:
+def _proximal_directions(params: list[Tensor], grads: list[Tensor], anchors: list[Tensor], coeff: Tensor,
+                         maximize: bool) -> list[Tensor]:
+    """``coeff * (w - anchor) + g`` (``- g`` when maximizing): the regularised descent direction
+    before weight decay, the same for every base."""
     directions = torch._foreach_sub(params, anchors)
     torch._foreach_mul_(directions, coeff)
     if maximize:
         torch._foreach_sub_(directions, grads)
     else:
         torch._foreach_add_(directions, grads)
+    return directions
+
+
+def sgd_tr_update(
+    params: list[Tensor], grads: list[Tensor], anchors: list[Tensor], momentum_buffers: list[Tensor],
+    lr: Tensor, coeff: Tensor, *, momentum: float, dampening: float, weight_decay: float,
+    nesterov: bool, maximize: bool,
+) -> None:
+    directions = _proximal_directions(params, grads, anchors, coeff, maximize)
     if weight_decay != 0:
         torch._foreach_add_(directions, params, alpha=weight_decay)
     if momentum != 0:
@@ -57,12 +65,7 @@ def adam_tr_update(
     """``step_size = lr / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)`` come in as 0-dim tensors
     (computed in float64 from the step count, as torch does): scalars computed inside the graph
     per tensor kept inductor from fusing the update (measured 3x slower than torch's fused Adam)."""
-    directions = torch._foreach_sub(params, anchors)  # before AdamW's decay moves w
-    torch._foreach_mul_(directions, coeff)
-    if maximize:
-        torch._foreach_sub_(directions, grads)
-    else:
-        torch._foreach_add_(directions, grads)
+    directions = _proximal_directions(params, grads, anchors, coeff, maximize)  # before AdamW's decay moves w
     if weight_decay != 0:
         if decoupled_weight_decay:
             torch._foreach_mul_(params, 1 - lr * weight_decay)
