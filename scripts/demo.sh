@@ -13,4 +13,5 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z
    || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) \
    || echo "Could not install dataset-fashion-mnist; the demo will say where else it looks."
 fi
-exec "${PYTHON:-python3}" -m tralgo demo "$@"
+. scripts/_python.sh
+exec "$(project_python)" -m tralgo demo "$@"
