@@ -69,80 +69,9 @@ class RunError(Exception):
 # Settings
 # ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every setting that determines what a run computes (its identity for resuming)."""
-
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    model: str = "cnn"
-    width: float = 1.0
-    optimizer: str = "sgd"
-    lr: float | None = None  # None: the optimizer's paper default (resolved() fills it in)
-    momentum: float = opt_lib.DEFAULT_MOMENTUM
-    weight_decay: float = opt_lib.DEFAULT_WEIGHT_DECAY
-    lam: float = opt_lib.DEFAULT_LAM
-    lam_scaling: str = opt_lib.DEFAULT_LAM_SCALING
-    inner_steps: int = opt_lib.DEFAULT_INNER_STEPS
-    inner_lr_decay: bool = True
-    restart_inner_each_epoch: bool = True
-    lookahead_k: int = opt_lib.DEFAULT_INNER_STEPS
-    lookahead_alpha: float = opt_lib.DEFAULT_LOOKAHEAD_ALPHA
-    schedule: str = "step"
-    epochs: int = 200
-    batch_size: int = 8
-    accumulate: int = 1
-    eval_batch_size: int = 1000
-    subset: int | None = None
-    val_split: int = 0
-    augment: bool = True
-    seed: int = 0
-
-    def optimizer_settings(self) -> opt_lib.OptimizerSettings:
-        return opt_lib.OptimizerSettings(
-            name=self.optimizer, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-            lam=self.lam, lam_scaling=self.lam_scaling, inner_steps=self.inner_steps,
-            inner_lr_decay=self.inner_lr_decay, lookahead_k=self.lookahead_k,
-            lookahead_alpha=self.lookahead_alpha,
-        )
-
-    def resolved(self) -> "TrainConfig":
-        """Validated, with the optimizer's default lr filled in."""
-        self.validate()
-        return dataclasses.replace(self, lr=self.optimizer_settings().resolved_lr)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad setting and its accepted range."""
-        from tralgo.experiments.data import DATASETS
-        from tralgo.experiments.models import MODELS
-
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
-        if self.schedule not in opt_lib.SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(opt_lib.SCHEDULES)}; got {self.schedule!r}")
-        positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate,
-                         "eval_batch_size": self.eval_batch_size, "inner_steps": self.inner_steps,
-                         "lookahead_k": self.lookahead_k}
-        for name, value in positive_ints.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
-            raise ValueError(f"subset must be an integer >= 1 (or omitted for the whole set), got {self.subset!r}")
-        if not isinstance(self.val_split, int) or self.val_split < 0:
-            raise ValueError(f"val_split must be an integer >= 0, got {self.val_split!r}")
-        if not (math.isfinite(self.width) and self.width > 0):
-            raise ValueError(f"width must be a finite number > 0, got {self.width!r}")
-        self.optimizer_settings().validate()
-
-
-# Settings that may differ when a run is resumed: they change where or how fast it runs, not what.
-_NON_IDENTITY_KEYS = ("data_dir",)
-
-
-def identity(config: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in _NON_IDENTITY_KEYS}
+# TrainConfig (what a run computes) and RunOptions (where and how it runs) live in config.py,
+# the single source of the CLI options, the sweep spec's keys, run identity and runs.csv columns.
+from tralgo.experiments.config import RunOptions, TrainConfig, code_version, differences, identity  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,11 +206,12 @@ StepCallback = Callable[[int, int, float], None]  # (steps done, steps in epoch,
 class Trainer:
     """Model, optimizer, schedule, data and RNGs of one run; no file I/O.
 
-    ``dataset`` (an ``ImageDataset``) may be passed in to skip loading (tests, the benchmark).
+    ``dataset`` (an ``ImageDataset``) may be passed in to skip loading (tests, the benchmark);
+    else it is loaded from ``data_dir`` (None: the standard places).
     """
 
     def __init__(self, config: TrainConfig, dataset=None, *, device: torch.device | str = "cpu",
-                 ctx: DistContext = DistContext()) -> None:
+                 ctx: DistContext = DistContext(), data_dir: str | None = None) -> None:
         from tralgo.experiments.augment import default_augmentation
         from tralgo.experiments.models import build_model
 
@@ -291,7 +221,7 @@ class Trainer:
         if dataset is None:
             from tralgo.experiments.data import load_dataset
 
-            dataset = load_dataset(self.config.dataset, self.config.data_dir)
+            dataset = load_dataset(self.config.dataset, data_dir)
         self.data = split_dataset(dataset, self.config.subset, self.config.val_split, self.config.seed)
         self.augmentation = default_augmentation(self.config.dataset) if self.config.augment else None
 
@@ -467,13 +397,20 @@ class Trainer:
         self.scheduler.step()
         self._sync_buffers()
         record.update(train_loss=train.loss, train_acc=train.accuracy)
-        if self.data.val_images is not None:
-            record["val_loss"], record["val_acc"] = self.evaluate(self.data.val_images, self.data.val_labels)
-        record["test_loss"], record["test_acc"] = self.evaluate(self.data.test_images, self.data.test_labels)
+        if self.evaluates_after(self.epoch + 1):
+            if self.data.val_images is not None:
+                record["val_loss"], record["val_acc"] = self.evaluate(self.data.val_images, self.data.val_labels)
+            record["test_loss"], record["test_acc"] = self.evaluate(self.data.test_images, self.data.test_labels)
         self.epoch += 1
         self.wall_s += time.perf_counter() - start
         record["wall_s"] = self.wall_s
         return record
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) ends with an evaluation: every ``eval_every`` epochs
+        and always the last. Evaluation draws no random numbers, so skipping it changes nothing
+        else (resume stays exact)."""
+        return epoch == self.config.epochs or epoch % self.config.eval_every == 0
 
     def _sync_buffers(self) -> None:
         # DDP broadcasts buffers (BatchNorm statistics) at the start of each forward, so after the
@@ -538,34 +475,12 @@ class Trainer:
 # Run folders
 # ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run (not what): where, resume or not, devices, logging."""
-
-    out: str
-    resume: bool = False
-    overwrite: bool = False
-    device: str = "auto"
-    threads: int | None = None  # None: 1 on CPU (fastest for small batches, see docs/harness.md)
-    tensorboard: bool = False
-    progress: bool | None = None  # None: a bar when stderr is a TTY
-    max_epochs: int | None = None  # stop (resumably) after this many epochs in this process
-    download: bool = False  # recorded only: the CLI fetches the dataset before training
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(tralgo.__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment_record(device: torch.device, ctx: DistContext) -> dict[str, Any]:
+    code = code_version()
     return {
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "tralgo": tralgo.__version__},
-        "git_commit": _git_commit(),
+        "git_commit": code["git_commit"],
+        "git_dirty": code["git_dirty"],
         "hostname": socket.gethostname(),
         "device": str(device),
         "world_size": ctx.world_size,
@@ -605,26 +520,12 @@ def _prepare_folder(out: Path, config: TrainConfig, options: RunOptions) -> str:
     return "resume"
 
 
-_MISSING = object()
-
-
 def check_same_settings(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
     """Raise RunError naming every setting in which ``saved`` differs from ``config``."""
-    differences = [f"{key}: {saved.get(key)!r} in the folder, {value!r} now"
-                   for key, value in identity(config).items() if _differs(saved.get(key, _MISSING), value)]
-    if differences:
-        raise RunError(f"{where} holds a run with different settings ({'; '.join(differences)}); "
+    changed = differences(saved, config)
+    if changed:
+        raise RunError(f"{where} holds a run with different settings ({'; '.join(changed)}); "
                        "use another --out, or --overwrite to replace it")
-
-
-def _differs(saved: Any, value: Any) -> bool:
-    if saved is _MISSING:
-        return True
-    if isinstance(value, tuple):
-        value = list(value)
-    if isinstance(saved, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(saved) != float(value)
-    return saved != value
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -663,8 +564,9 @@ def _format_epoch_line(record: dict[str, Any], epochs: int) -> str:
              f"train_acc {fmt('train_acc', '.4f')}"]
     if "val_acc" in record:
         parts.append(f"val_acc {fmt('val_acc', '.4f')}")
-    parts += [f"test_loss {fmt('test_loss', '.4f')}", f"test_acc {fmt('test_acc', '.4f')}",
-              f"lr {record['lr']:.3g}", f"{record['steps_per_s']:.1f} steps/s", f"wall {record['wall_s']:.1f}s"]
+    if "test_acc" in record:  # absent on epochs without evaluation (eval_every)
+        parts += [f"test_loss {fmt('test_loss', '.4f')}", f"test_acc {fmt('test_acc', '.4f')}"]
+    parts += [f"lr {record['lr']:.3g}", f"{record['steps_per_s']:.1f} steps/s", f"wall {record['wall_s']:.1f}s"]
     return "  ".join(parts)
 
 
@@ -697,7 +599,7 @@ def run_training(config: TrainConfig, options: RunOptions, *, dataset=None, log:
         log(f"{out}: already {status} ({result.get('epochs_completed')} epochs); nothing to do")
         return EXIT_DIVERGED if status == "diverged" else EXIT_OK
 
-    trainer = Trainer(config, dataset, device=device, ctx=ctx)
+    trainer = Trainer(config, dataset, device=device, ctx=ctx, data_dir=options.data_dir)
     if decision == "resume":
         state = _load_checkpoint(out / CHECKPOINT_FILE)
         if state is not None:
