@@ -1,9 +1,14 @@
 """Small-sample statistics for comparing optimizers over seeds.
 
-Everything here is plain Python (no numpy/scipy import), so ``tralgo report`` stays fast and
-works without scipy. Student-t quantiles come from a table for the degrees of freedom that
-seed counts produce (1..30) and from a Cornish-Fisher expansion beyond; the values match
-``scipy.stats.t.ppf`` to 4 significant digits (tested).
+Paired t-intervals and tests, two one-sided tests (TOST) for equivalence within a margin, Holm's
+correction over a declared family of contrasts, the minimum detectable effect of a paired t-test,
+and the number of seeds an equivalence test needs. The distributions come from scipy.stats and
+statsmodels (imported on first use, so importing this module stays cheap); the tests check the
+numbers against statsmodels' own ``ttost_paired`` and ``multipletests`` and textbook values.
+
+Conventions: differences are ``a - b`` over matched pairs (same seed = same initialisation and data
+order); ``ALPHA`` = 0.05 two-sided for the t-test and 0.05 per side for TOST (the usual 90%-interval
+equivalence test); ``POWER`` = 0.8 for detectable effects and seed counts.
 """
 from __future__ import annotations
 
@@ -11,27 +16,24 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-# Two-sided 95% critical values t_{0.975, df} for df = 1..30.
-_T975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)
-_Z975 = 1.959963984540054
+ALPHA = 0.05
+POWER = 0.8
 
 
-def t_critical_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (two-sided 95%)."""
+def _check_probability(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided critical value of Student's t: the ``(1 + level) / 2`` quantile with ``df`` degrees of freedom."""
     if isinstance(df, bool) or not isinstance(df, int) or df < 1:
         raise ValueError(f"df must be an int >= 1, got {df!r}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    # Cornish-Fisher expansion of the t quantile around the normal one; error < 1e-5 for df > 30.
-    z = _Z975
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    return z + g1 / df + g2 / df**2 + g3 / df**3
+    level = _check_probability(level, "level")
+    from scipy.stats import t
+
+    return float(t.ppf((1 + level) / 2, df))
 
 
 def _check_values(values: Sequence[float], name: str) -> list[float]:
@@ -81,16 +83,19 @@ def summarize(values: Sequence[float]) -> Summary:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``a - b`` over matched pairs (same seed): mean, 95% t confidence interval, count.
+    """``a - b`` over matched pairs (same seed): mean, 95% t confidence interval, count, the
+    sample std of the differences and the two-sided paired t-test p-value against 0.
 
-    ``significant`` is True when the interval excludes 0. With one pair the interval is
-    undefined (NaN bounds, not significant).
+    ``significant`` is True when the interval excludes 0 (the same as ``p < 0.05``). With one
+    pair the interval, std and p are undefined (NaN; not significant).
     """
 
     n: int
     mean: float
     low: float
     high: float
+    std: float = math.nan
+    p: float = math.nan
 
     @property
     def half_width(self) -> float:
@@ -99,6 +104,15 @@ class PairedDifference:
     @property
     def significant(self) -> bool:
         return self.n >= 2 and not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+    def tost_p(self, margin: float) -> float:
+        """p-value of the two one-sided tests that the true difference lies inside ``(-margin, +margin)``."""
+        return tost_p(self.mean, self.std, self.n, margin)
+
+    def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
+        """Smallest true difference this many pairs detect with ``power`` at two-sided ``alpha``,
+        taking the observed std of the differences as the truth."""
+        return minimum_detectable_effect(self.n, self.std, alpha, power)
 
     def format(self, scale: float = 1.0, digits: int = 2) -> str:
         if self.n == 0:
@@ -112,7 +126,7 @@ class PairedDifference:
 
 
 def mean_ci95(values: Sequence[float]) -> PairedDifference:
-    """Mean of ``values`` with its two-sided 95% Student-t confidence interval."""
+    """Mean of ``values`` with its two-sided 95% Student-t interval and the t-test p-value against 0."""
     values = _check_values(values, "values")
     n = len(values)
     if n == 0:
@@ -120,8 +134,17 @@ def mean_ci95(values: Sequence[float]) -> PairedDifference:
     m = mean(values)
     if n < 2:
         return PairedDifference(1, m, math.nan, math.nan)
-    half = t_critical_975(n - 1) * sample_std(values) / math.sqrt(n)
-    return PairedDifference(n, m, m - half, m + half)
+    s = sample_std(values)
+    half = t_critical(n - 1) * s / math.sqrt(n)
+    return PairedDifference(n, m, m - half, m + half, s, _t_test_p(m, s, n))
+
+
+def _t_test_p(m: float, s: float, n: int) -> float:
+    from scipy.stats import t
+
+    if s == 0:  # every pair differs by the same amount: the t statistic is infinite (or 0/0)
+        return 1.0 if m == 0 else 0.0
+    return float(2 * t.sf(abs(m) / (s / math.sqrt(n)), n - 1))
 
 
 def paired_difference(a: dict, b: dict) -> PairedDifference:
@@ -133,3 +156,123 @@ def paired_difference(a: dict, b: dict) -> PairedDifference:
     """
     common = sorted(set(a) & set(b))
     return mean_ci95([float(a[k]) - float(b[k]) for k in common])
+
+
+def _check_margin(margin: float) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0 or not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
+    return float(margin)
+
+
+def tost_p(mean_diff: float, std: float, n: int, margin: float) -> float:
+    """Two one-sided paired t-tests of H0: |true difference| >= margin; the larger of the two p-values.
+
+    Equivalence within ``margin`` is shown at level ``alpha`` when the result is below ``alpha``
+    (equivalently: the 1 - 2 alpha t-interval lies inside (-margin, +margin)). NaN with fewer
+    than 2 pairs. Agrees with ``statsmodels.stats.weightstats.ttost_paired``.
+    """
+    margin = _check_margin(margin)
+    if n < 2 or math.isnan(std):
+        return math.nan
+    from scipy.stats import t
+
+    if std == 0:  # identical differences: the interval is the point mean_diff
+        return 0.0 if abs(mean_diff) < margin else 1.0
+    se = std / math.sqrt(n)
+    p_lower = t.sf((mean_diff + margin) / se, n - 1)   # H0: difference <= -margin
+    p_upper = t.cdf((mean_diff - margin) / se, n - 1)  # H0: difference >= +margin
+    return float(max(p_lower, p_upper))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values of a family (``statsmodels`` ``multipletests(method="holm")``).
+
+    A family member without a p-value (NaN: fewer than 2 pairs) still counts in the family size,
+    as a p-value of 1: dropping it would correct the others less than the declared family needs.
+    """
+    values = [1.0 if p is None or math.isnan(p) else float(p) for p in pvalues]
+    if any(not 0 <= p <= 1 for p in values):
+        raise ValueError(f"p-values must lie in [0, 1], got {list(pvalues)!r}")
+    if not values:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = multipletests(values, method="holm")[1]
+    return [math.nan if p is None or math.isnan(p) else float(q) for p, q in zip(pvalues, adjusted)]
+
+
+def minimum_detectable_effect(n: int, std: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true mean difference a two-sided paired t-test over ``n`` pairs detects with
+    probability ``power`` at level ``alpha`` when the differences have standard deviation ``std``
+    (``statsmodels`` ``TTestPower``). NaN with fewer than 2 pairs or an unknown std."""
+    alpha = _check_probability(alpha, "alpha")
+    power = _check_probability(power, "power")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if n < 2 or math.isnan(std):
+        return math.nan
+    if std < 0:
+        raise ValueError(f"std must be >= 0, got {std!r}")
+    if std == 0:
+        return 0.0
+    from statsmodels.stats.power import TTestPower
+
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+    return float(effect) * std
+
+
+def tost_power(n: int, margin: float, std: float, alpha: float = ALPHA, true_difference: float = 0.0) -> float:
+    """Probability that the paired TOST over ``n`` pairs shows equivalence within ``margin`` when the
+    true difference is ``true_difference`` and the differences have standard deviation ``std``.
+
+    Exact (no normal approximation): given the sample std s, the test passes when the mean lies in
+    (-margin + c s/sqrt(n), margin - c s/sqrt(n)), c the one-sided t critical value; the mean is
+    normal and independent of s, and s^2 is a scaled chi-square, so the power is one integral.
+    """
+    margin = _check_margin(margin)
+    alpha = _check_probability(alpha, "alpha")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if not std > 0 or not math.isfinite(std):
+        raise ValueError(f"std must be a finite number > 0, got {std!r}")
+    from scipy import integrate
+    from scipy.stats import chi2, norm, t
+
+    df = n - 1
+    c = float(t.ppf(1 - alpha, df))
+    root_n = math.sqrt(n)
+
+    def passes_given(w: float) -> float:
+        half = margin - c * std * math.sqrt(w / df) / root_n  # half width of the passing range of the mean
+        if half <= 0:
+            return 0.0
+        z = root_n / std
+        return float(norm.cdf((half - true_difference) * z) - norm.cdf((-half - true_difference) * z))
+
+    w_max = df * (margin * root_n / (c * std)) ** 2  # beyond it the passing range is empty
+    value, _ = integrate.quad(lambda w: passes_given(w) * chi2.pdf(w, df), 0, w_max, limit=200)
+    return min(max(value, 0.0), 1.0)
+
+
+def seeds_for_equivalence(margin: float, std: float, alpha: float = ALPHA, power: float = POWER,
+                          true_difference: float = 0.0, max_n: int = 10_000) -> int:
+    """Smallest number of paired seeds whose TOST shows equivalence within ``margin`` with
+    probability >= ``power``, for paired differences of standard deviation ``std`` (e.g. a pilot's)
+    and a true difference ``true_difference`` (0: the optimizers are truly the same)."""
+    margin = _check_margin(margin)
+    power = _check_probability(power, "power")
+    if abs(true_difference) >= margin:
+        raise ValueError(f"true_difference must lie inside (-margin, margin), got {true_difference!r} "
+                         f"with margin {margin!r}")
+    n_low, n_high = 2, 2
+    while tost_power(n_high, margin, std, alpha, true_difference) < power:
+        n_low, n_high = n_high + 1, n_high * 2
+        if n_high > max_n:
+            raise ValueError(f"more than max_n={max_n} seeds would be needed (margin {margin!r}, std {std!r})")
+    while n_low < n_high:  # the power grows with n: bisect for the first n that reaches it
+        middle = (n_low + n_high) // 2
+        if tost_power(middle, margin, std, alpha, true_difference) >= power:
+            n_high = middle
+        else:
+            n_low = middle + 1
+    return n_high
