@@ -41,6 +41,10 @@ _OPTION_KEYS = ("lam", "inner_steps", "inner_lr_decay", "lam_scaling")
 # half of the proximal gradient is folded into the weight decay the base already applies, so
 # tralgo only has to add ``-lam_k * anchor``: one pass over the gradients instead of two.
 _FOLDABLE_BASES = (torch.optim.SGD, torch.optim.Adam)
+# Folding rounds ``lam_k * w`` and ``lam_k * anchor`` separately before they cancel: in 16-bit
+# floats that costs several times torch's own low-precision tolerance, so such groups add
+# ``lam_k * (w - anchor)`` (the difference of two nearby values is exact) instead.
+_NO_FOLD_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def check_options(lam: Any, inner_steps: Any, inner_lr_decay: Any, lam_scaling: Any, where: str = "") -> None:
@@ -56,9 +60,16 @@ def check_options(lam: Any, inner_steps: Any, inner_lr_decay: Any, lam_scaling: 
         raise ValueError(f"lam_scaling must be one of {LAM_SCALINGS}, got {lam_scaling!r}{suffix}")
 
 
-def check_fused(fused: Any) -> None:
+def check_fused(fused: Any, *, differentiable: bool = False, capturable: bool = False) -> None:
+    """``fused`` of TRSGD / TRAdam / TRAdamW: torch's ``None``/``False``/``True`` or ``"compiled"``."""
     if fused not in (None, False, True, "compiled"):
         raise ValueError(f"fused must be None, False, True or 'compiled', got {fused!r}")
+    if fused == "compiled" and differentiable:
+        # The kernel writes params and state in place outside autograd: the graph would be wrong.
+        raise ValueError("fused='compiled' does not support differentiable=True; use fused=None with differentiable=True")
+    if fused == "compiled" and capturable:
+        # The kernel reads the step count on the host; the capturable contract forbids that sync.
+        raise ValueError("fused='compiled' does not support capturable=True; use fused=None or fused=True with capturable=True")
 
 
 def _as_float(value: float | Tensor) -> float:
@@ -227,7 +238,7 @@ class TrajectoryRegularized(OptimizerWrapper):
                     if closure is None:
                         for plan in eager_plans:
                             self._add_proximal(plan, fold)
-                loss = self.optimizer.step() if closure is None else self.optimizer.step(self._wrap_closure(closure, eager_plans))
+                loss = self._base_step() if closure is None else self._base_step(self._wrap_closure(closure, eager_plans))
             finally:
                 for plan in eager_plans:
                     plan.group["lr"] = plan.lr
@@ -283,7 +294,9 @@ class TrajectoryRegularized(OptimizerWrapper):
         plan = _GroupStep(group=group, k=k, coeff=coeff, lr=group["lr"])
         state = self.state
         refresh_params, refresh_anchors = [], []
+        low_precision = False
         for param in group["params"]:
+            low_precision = low_precision or param.dtype in _NO_FOLD_DTYPES
             anchor = state[param].get(ANCHOR_KEY) if param in state else None
             if anchor is not None:
                 if k == 0:
@@ -299,7 +312,7 @@ class TrajectoryRegularized(OptimizerWrapper):
                 plan.new_params.append(param)
                 plan.new_anchors.append(param.detach().clone(memory_format=torch.preserve_format))
         F.refresh_anchors(refresh_anchors, refresh_params, foreach=self._use_foreach(group))
-        if fold and coeff != 0.0 and not group.get("decoupled_weight_decay", False):
+        if fold and coeff != 0.0 and not low_precision and not group.get("decoupled_weight_decay", False):
             plan.folded_weight_decay = group["weight_decay"]
         return plan
 
@@ -332,15 +345,21 @@ class TrajectoryRegularized(OptimizerWrapper):
             return
         params = [p for p in plan.params if p.grad is not None]
         anchors = [a for p, a in zip(plan.params, plan.anchors) if p.grad is not None]
-        foreach = self._use_foreach(plan.group)
-        if plan.folded_weight_decay is not None:
-            # weight_decay now carries +|lam_k| * w for every param with a grad; new params are
-            # pulled towards their snapshot (their current value), so their term cancels.
-            params += plan.new_params
-            anchors += plan.new_anchors
-            F.add_anchor_pull(self._grads(params), anchors, plan.coeff, foreach=foreach)
-        else:
-            F.add_proximal_grad(self._grads(params), params, anchors, plan.coeff, foreach=foreach)
+        # differentiable=True (torch's meaning): autograd records the term's dependence on w, as
+        # the base records its own weight decay; anchors stay constant snapshots. Like torch's
+        # differentiable optimizers it takes the for-loop path (foreach ops save inputs that the
+        # base's in-place update then changes).
+        differentiable = bool(plan.group.get("differentiable", False))
+        foreach = self._use_foreach(plan.group) and not differentiable
+        with torch.set_grad_enabled(differentiable):
+            if plan.folded_weight_decay is not None:
+                # weight_decay now carries +|lam_k| * w for every param with a grad; new params are
+                # pulled towards their snapshot (their current value), so their term cancels.
+                params += plan.new_params
+                anchors += plan.new_anchors
+                F.add_anchor_pull(self._grads(params), anchors, plan.coeff, foreach=foreach)
+            else:
+                F.add_proximal_grad(self._grads(params), params, anchors, plan.coeff, foreach=foreach)
 
     def _wrap_closure(self, closure: Callable[[], Any], plans: list[_GroupStep]) -> Callable[[], Any]:
         # The base may evaluate the closure many times per step (LBFGS): the proximal term must be

@@ -10,8 +10,11 @@ from tralgo._trajectory import TrajectoryRegularized, check_fused
 class TRSGD(TrajectoryRegularized):
     r"""SGD on ``f(w) + lam/2 ||w - anchor||^2``, re-anchored every ``inner_steps`` steps.
 
-    The SGD arguments (and ``foreach``/``fused``) are ``torch.optim.SGD``'s; the keyword-only
-    ones are ``TrajectoryRegularized``'s. To reproduce the authors' TRSGD (lr 0.1, momentum 0.9,
+    Every argument of ``torch.optim.SGD`` is accepted with torch's default and meaning
+    (``maximize`` maximises ``f`` while still pulling towards the anchor; ``differentiable=True``
+    lets autograd through the step, the anchor counting as a constant snapshot, as torch counts a
+    fresh momentum buffer); ``lam``, ``inner_steps``, ``inner_lr_decay`` and ``lam_scaling`` are
+    ``TrajectoryRegularized``'s. To reproduce the authors' TRSGD (lr 0.1, momentum 0.9,
     weight decay 1e-4, ``lambda_w = 0.01``) use ``lam = 2 * lambda_w / lr = 0.2`` with
     ``lam_scaling="inverse_lr"``.
 
@@ -36,17 +39,20 @@ class TRSGD(TrajectoryRegularized):
         weight_decay: float = 0,
         nesterov: bool = False,
         *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | str | None = None,
         lam: float = 0.1,
         inner_steps: int = 10,
         inner_lr_decay: bool = True,
         lam_scaling: str = "constant",
-        foreach: bool | None = None,
-        fused: bool | str | None = None,
     ) -> None:
-        check_fused(fused)
+        check_fused(fused, differentiable=differentiable)
         base = torch.optim.SGD(
             params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, foreach=foreach, fused=None if fused == "compiled" else fused,
+            nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
+            fused=None if fused == "compiled" else fused,
         )
         super().__init__(base, lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling)
         if fused == "compiled":
