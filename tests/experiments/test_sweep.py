@@ -1,4 +1,5 @@
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -183,12 +184,49 @@ def test_shipped_specs_are_valid_and_paper_dry_run_prints_torchrun_lines(capsys)
     ("name='x'\n", "at least one [[study]]"),
     ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\n[study.tune]\nval_split=0\nseeds=[1]\n", "val_split must be an int >= 1"),
     ("[[study\n", "not valid TOML"),
+    # Defect 4: misspelled tables, unknown keys, wrong types and bad values, all before launch.
+    ("[default]\nepochs=1\n[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\n",
+     "unknown key or table 'default' (misspelled?)"),
+    ("[[study]]\nname='a'\n[study.gird]\nseed=[1]\n[[study.variant]]\nname='x'\noptimizer='sgd'\n",
+     "study #1: unknown key or table 'gird'"),
+    ("[[study]]\nname='a'\nvariant=[1]\n", "needs at least one [[study.variant]] table, got [1]"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='trsgd'\ninner_lr_decay='yes'\n",
+     "inner_lr_decay must be true or false, got 'yes'"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\ntest_subset=100\n",
+     "unknown train option 'test_subset'"),
+    ("[[study]]\nname='a'\n[study.grid]\nepochs=[1, 'two']\n[[study.variant]]\nname='x'\noptimizer='sgd'\n",
+     "grid axis 'epochs': epochs must be an integer, got 'two'"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sdg'\n", "optimizer must be one of sgd"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\noverwrite=true\n",
+     "'overwrite' is set by the sweep"),
+    ("[[study]]\nname='a'\n[study.grid]\nbatch_size=[8, 0]\n[[study.variant]]\nname='x'\noptimizer='sgd'\n",
+     "study 'a' variant 'x' (batch_size-0): batch_size must be an integer >= 1, got 0"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\n[study.tune]\nval_split=10\n"
+     "seeds=[1]\nsearch={x={lr=[0.1, 'big']}}\n", "[tune.search.x]: lr must be a number, got 'big'"),
+    ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\n[study.tune]\nval_split=10\n"
+     "seeds=[1]\nserach={}\n", "unknown key or table 'serach'"),
 ])
 def test_bad_specs_fail_with_one_clear_message(tmp_path, capsys, bad, message):
     spec = write(tmp_path, bad)
     assert sweep.main([str(spec), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_train_option_is_accepted_by_a_spec(tmp_path, capsys):
+    # Real train options the old hand-kept list refused, and eval_every (issue 10).
+    text = ("[defaults]\nlookahead_alpha=0.3\neval_batch_size=100\naugment=false\neval_every=5\n"
+            "data_dir='d'\ndevice='cpu'\nthreads=1\n"
+            "[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='lookahead-sgd'\ninner_lr_decay=false\n")
+    assert sweep.main([str(write(tmp_path, text)), "--dry-run", "--out", str(tmp_path / "r")]) == 0
+    line = capsys.readouterr().out.strip()
+    for flag in ("--lookahead-alpha 0.3", "--eval-batch-size 100", "--no-augment", "--eval-every 5",
+                 "--data-dir d", "--no-inner-lr-decay"):
+        assert flag in line
+    from tralgo.experiments.train_cli import build_parser
+
+    args = shlex.split(line)
+    build_parser().parse_args(args[args.index("train") + 1:])  # tralgo train accepts the printed line
 
 
 def test_cli_errors_without_traceback(tmp_path):
@@ -241,7 +279,59 @@ def test_interrupted_run_is_resumed_and_divergence_is_not_a_failure(tmp_path, fa
     assert sweep.run_status(out / "headline" / "sgd" / "batch_size-8_seed-1") == "diverged"
 
 
-def test_changed_spec_does_not_reuse_a_folder(tmp_path, fake_train):
+def _lr_spec(lr: float) -> str:
+    return f"""
+[defaults]
+epochs = 1
+[[study]]
+name = "s"
+[study.grid]
+seed = [1, 2]
+[[study.variant]]
+name = "sgd"
+optimizer = "sgd"
+lr = {lr}
+"""
+
+
+def test_a_finished_run_of_a_changed_spec_is_moved_aside_and_run_again(tmp_path, fake_train):
+    # Defect 1: with lr 0.01 -> 0.05 the second sweep used to say "0 to run" and keep lr 0.01.
+    out = tmp_path / "runs"
+    quiet = dict(workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None)
+    summary = sweep.SweepRunner(sweep.load_spec(write(tmp_path, _lr_spec(0.01))), out, **quiet).run()
+    assert summary["finished"] == 2
+    folder = out / "s" / "sgd" / "seed-1"
+    assert json.loads((folder / "config.json").read_text())["lr"] == 0.01
+    changed = sweep.load_spec(write(tmp_path, _lr_spec(0.05)))
+    runs, _ = sweep.plan(changed, out)
+    assert sweep.stale_differences(runs[0]) == ["lr: 0.01 in the folder, 0.05 now"]
+    said = []
+    summary = sweep.SweepRunner(changed, out, **{**quiet, "echo": said.append}).run()
+    assert summary["finished"] == 2 and summary["failed"] == 0
+    assert json.loads((folder / "config.json").read_text())["lr"] == 0.05
+    assert json.loads((folder / sweep.SWEEP_FILE).read_text())["config"]["lr"] == 0.05
+    # The finished lr-0.01 work is kept, moved aside, and the sweep said so.
+    stale = out / "s" / "sgd" / "seed-1.stale-1"
+    assert json.loads((stale / "config.json").read_text())["lr"] == 0.01
+    assert json.loads((stale / "result.json").read_text())["status"] == "finished"
+    assert any(line.startswith(f"changed {folder}") and "lr: 0.01 in the folder, 0.05 now" in line
+               and "seed-1.stale-1" in line for line in said)
+    # A third sweep with the same spec has nothing to do.
+    assert sweep.SweepRunner(changed, out, **quiet).run()["finished"] == 0
+
+
+def test_an_explicit_default_is_the_same_run(tmp_path, fake_train):
+    # Identity is the resolved configuration: spelling out a default changes nothing.
+    out = tmp_path / "runs"
+    quiet = dict(workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None)
+    sweep.SweepRunner(sweep.load_spec(write(tmp_path, _lr_spec(0.1))), out, **quiet).run()
+    same = sweep.load_spec(write(tmp_path, _lr_spec(0.1).replace("lr = 0.1", "lr = 0.1\nmomentum = 0.9")))
+    runs, _ = sweep.plan(same, out)
+    assert all(not sweep.stale_differences(r) for r in runs)
+    assert sweep.SweepRunner(same, out, **quiet).run()["finished"] == 0
+
+
+def test_changed_spec_does_not_reuse_an_interrupted_folder(tmp_path, fake_train):
     out = tmp_path / "runs"
     spec = sweep.load_spec(write(tmp_path, SPEC))
     sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None,
@@ -252,8 +342,51 @@ def test_changed_spec_does_not_reuse_a_folder(tmp_path, fake_train):
     changed = sweep.load_spec(write(tmp_path, SPEC.replace("lr = 0.1", "lr = 0.3", 1)))
     summary = sweep.SweepRunner(changed, out, workers=1, command=fake_train, poll_s=0.02, echo=lambda *_: None,
                                 max_runs=1).run()
-    assert summary["failed"] == 1
-    assert "different spec" in json.loads((first / sweep.STATUS_FILE).read_text())["error"]
+    assert summary["finished"] == 1
+    assert json.loads((first / "config.json").read_text())["lr"] == 0.3
+    assert (first.parent / (first.name + ".stale-1") / "metrics.jsonl").is_file()
+
+
+def test_status_counts_a_changed_run_as_stale(tmp_path, fake_train, capsys):
+    out = tmp_path / "runs"
+    sweep.SweepRunner(sweep.load_spec(write(tmp_path, _lr_spec(0.01))), out, workers=2, command=fake_train,
+                      poll_s=0.02, echo=lambda *_: None).run()
+    assert sweep.main([str(write(tmp_path, _lr_spec(0.05))), "--out", str(out), "--status"]) == 0
+    assert "stale (other settings; will rerun) 2" in capsys.readouterr().out
+
+
+def test_a_dirty_checkout_is_refused_unless_allowed_and_then_recorded(tmp_path, monkeypatch, capsys):
+    spec = write(tmp_path, _lr_spec(0.1))
+    dirty = {"git_commit": "abc123", "git_dirty": True, "dirty_files": ["src/tralgo/trsgd.py"]}
+    monkeypatch.setattr(sweep.config_lib, "code_version", lambda root=None: dict(dirty))
+    assert sweep.main([str(spec), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "uncommitted changes (1 files: src/tralgo/trsgd.py)" in err and "--allow-dirty" in err
+    assert not (tmp_path / "r").exists()
+    made = {}
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            made.update(kwargs)
+
+        def request_stop(self, *_):
+            pass
+
+        def run(self):
+            return {"finished": 0, "diverged": 0, "failed": 0, "interrupted": 0, "wall_s": 0.0, "busy_s": 0.0,
+                    "workers": 1, "utilization": 0.0, "stopped": False}
+
+    monkeypatch.setattr(sweep, "SweepRunner", Recorder)
+    assert sweep.main([str(spec), "--out", str(tmp_path / "r"), "--allow-dirty"]) == 0
+    assert made["code"] == {**dirty, "allow_dirty": True}
+
+
+def test_each_launch_records_the_code_it_ran(tmp_path, fake_train):
+    out = tmp_path / "runs"
+    code = {"git_commit": "abc123", "git_dirty": False, "dirty_files": [], "allow_dirty": False}
+    sweep.SweepRunner(sweep.load_spec(write(tmp_path, _lr_spec(0.1))), out, workers=1, command=fake_train,
+                      poll_s=0.02, echo=lambda *_: None, code=code).run()
+    assert json.loads((out / "s" / "sgd" / "seed-1" / sweep.SWEEP_FILE).read_text())["code"] == code
 
 
 TUNE_SPEC = """

@@ -42,21 +42,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from tralgo.experiments import config as config_lib
 from tralgo.experiments.io import append_jsonl, atomic_write_json
 
-# ``tralgo train`` options a spec may set (underscored). ``out`` and ``resume`` belong to the sweep.
-TRAIN_OPTIONS = frozenset({
-    "dataset", "model", "width", "optimizer", "lr", "momentum", "weight_decay", "lam",
-    "lam_scaling", "inner_steps", "inner_lr_decay", "restart_inner_each_epoch", "lookahead_k",
-    "accumulate", "batch_size", "epochs", "schedule", "seed", "subset", "val_split", "data_dir",
-    "device", "threads", "test_subset", "eval_every",
-})
+# A spec may set every TrainConfig field and the RunOptions marked ``spec`` (data_dir, device,
+# threads), by their names in experiments/config.py; the sweep itself sets the other run options.
+SPEC_OPTIONS = {**config_lib.TRAIN_FIELDS, **config_lib.SPEC_RUN_FIELDS}
 VARIANT_META = frozenset({"name", "role", "base", "label", "ignore_grid"})
+# The tables and keys a spec may hold at each level; anything else (a misspelled table such as
+# [default] or [study.gird]) is an error, since ignoring it would silently run the defaults.
+SPEC_KEYS = frozenset({"name", "out", "defaults", "study"})
+STUDY_KEYS = frozenset({"name", "priority", "defaults", "grid", "variant", "tune", "report"})
+TUNE_KEYS = frozenset({"val_split", "seeds", "metric", "search"})
 ROLES = ("base", "tr", "control")
 DONE_STATUSES = ("finished", "diverged")
 DIVERGED_EXIT_CODE = 3
 SWEEP_FILE = "sweep.json"          # what the sweep asked this folder to hold (identity)
 STATUS_FILE = "sweep_status.json"  # what happened the last time the sweep ran it
+STALE_SUFFIX = ".stale-"           # a folder whose settings no longer match the spec is moved to <folder>.stale-<n>
 EVENTS_FILE = "sweep_events.jsonl"
 LOG_FILE = "train.log"
 PID_FILE = "train.pid"             # the training process of a run, so two sweeps never run it twice
@@ -95,10 +98,17 @@ class Run:
                 "label": self.label or self.variant, "study_index": self.study_index,
                 "variant_index": self.variant_index, **({"tuned": self.tuned} if self.tuned else {})}
 
+    def config(self) -> config_lib.TrainConfig:
+        """The run's full resolved configuration: its identity."""
+        train, _ = config_lib.split_options(self.options)
+        return config_lib.TrainConfig(**train).resolved()
+
     def identity(self) -> dict:
-        """What ``sweep.json`` records: the train options (a folder holding other options was made
-        by another spec) and every (study, variant, grid point) the run stands for."""
-        return {"options": self.options, "memberships": [self.membership(), *self.also]}
+        """What ``sweep.json`` records: the spec's options, the full resolved configuration they
+        make (a folder holding another configuration is stale) and every (study, variant, grid
+        point) the run stands for."""
+        return {"options": self.options, "config": config_lib.identity(self.config()),
+                "memberships": [self.membership(), *self.also]}
 
 
 def load_spec(path: str | os.PathLike) -> dict:
@@ -113,21 +123,43 @@ def load_spec(path: str | os.PathLike) -> dict:
     return spec
 
 
-def _check_train_keys(options: dict, where: str) -> None:
-    for key in options:
-        if key in ("out", "resume"):
+def _check_train_keys(options: Any, where: str) -> None:
+    """Names and types of train options, from TrainConfig/RunOptions (experiments/config.py)."""
+    if not isinstance(options, dict):
+        raise SpecError(f"{where} must be a table of train options, got {options!r}")
+    for key, value in options.items():
+        if key in config_lib.RUN_FIELDS and key not in SPEC_OPTIONS:
             raise SpecError(f"{where}: {key!r} is set by the sweep, remove it from the spec")
-        if key not in TRAIN_OPTIONS:
-            raise SpecError(f"{where}: unknown train option {key!r}; accepted: {', '.join(sorted(TRAIN_OPTIONS))}")
+        if key not in SPEC_OPTIONS:
+            raise SpecError(f"{where}: unknown train option {key!r}; accepted: {', '.join(sorted(SPEC_OPTIONS))}")
+        problem = config_lib.check_value(SPEC_OPTIONS[key], value)
+        if problem:
+            raise SpecError(f"{where}: {problem}")
+
+
+def _check_keys(table: Any, accepted: frozenset, where: str) -> None:
+    if not isinstance(table, dict):
+        raise SpecError(f"{where} must be a table, got {table!r}")
+    unknown = sorted(set(table) - accepted)
+    if unknown:
+        raise SpecError(f"{where}: unknown key or table {unknown[0]!r} (misspelled?); accepted: "
+                        f"{', '.join(sorted(accepted))}")
+
+
+def _table_list(value: Any, what: str) -> list[dict]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise SpecError(f"{what}, got {value!r}")
+    return value
 
 
 def validate_spec(spec: dict) -> None:
+    """Every error is one line naming the key, raised before anything is planned or launched."""
+    _check_keys(spec, SPEC_KEYS, "the spec's top level")
     _check_train_keys(spec.get("defaults", {}), "[defaults]")
-    studies = spec.get("study")
-    if not isinstance(studies, list) or not studies:
-        raise SpecError("the spec needs at least one [[study]] table")
+    studies = _table_list(spec.get("study"), "the spec needs at least one [[study]] table")
     names = set()
     for i, study in enumerate(studies):
+        _check_keys(study, STUDY_KEYS, f"study #{i + 1}")
         name = study.get("name")
         if not isinstance(name, str) or not name or "/" in name:
             raise SpecError(f"study #{i + 1}: 'name' must be a non-empty string without '/'")
@@ -139,15 +171,18 @@ def validate_spec(spec: dict) -> None:
         names.add(name)
         where = f"study {name!r}"
         _check_train_keys(study.get("defaults", {}), f"{where} [defaults]")
-        for axis, values in study.get("grid", {}).items():
+        if not isinstance(study.get("report", {}), dict):
+            raise SpecError(f"{where}: [study.report] must be a table, got {study['report']!r}")
+        grid = study.get("grid", {})
+        if not isinstance(grid, dict):
+            raise SpecError(f"{where}: [study.grid] must be a table of axes, got {grid!r}")
+        for axis, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise SpecError(f"{where}: grid axis {axis!r} must be a non-empty list")
             for value in values:
                 options = {k: x for k, x in value.items() if k != "label"} if isinstance(value, dict) else {axis: value}
                 _check_train_keys(options, f"{where} grid axis {axis!r}")
-        variants = study.get("variant")
-        if not isinstance(variants, list) or not variants:
-            raise SpecError(f"{where}: needs at least one [[study.variant]]")
+        variants = _table_list(study.get("variant"), f"{where}: needs at least one [[study.variant]] table")
         vnames = [v.get("name") for v in variants]
         for v in variants:
             vname = v.get("name")
@@ -162,7 +197,10 @@ def validate_spec(spec: dict) -> None:
                 raise SpecError(f"{where} variant {vname!r}: 'base' must name another variant of the study")
             if "optimizer" not in v and "optimizer" not in study.get("defaults", {}) and "optimizer" not in spec.get("defaults", {}):
                 raise SpecError(f"{where} variant {vname!r}: no 'optimizer' set")
-            for axis in v.get("ignore_grid", []):
+            ignore = v.get("ignore_grid", [])
+            if not isinstance(ignore, list):
+                raise SpecError(f"{where} variant {vname!r}: ignore_grid must be a list of axis names, got {ignore!r}")
+            for axis in ignore:
                 if axis not in study.get("grid", {}):
                     raise SpecError(f"{where} variant {vname!r}: ignore_grid names unknown axis {axis!r}")
             _check_train_keys({k: x for k, x in v.items() if k not in VARIANT_META}, f"{where} variant {vname!r}")
@@ -172,19 +210,41 @@ def validate_spec(spec: dict) -> None:
 
 
 def _validate_tune(tune: dict, vnames: list[str], where: str) -> None:
+    _check_keys(tune, TUNE_KEYS, f"{where} [study.tune]")
     val_split = tune.get("val_split")
     if isinstance(val_split, bool) or not isinstance(val_split, int) or val_split < 1:
         raise SpecError(f"{where} [tune]: val_split must be an int >= 1, got {val_split!r}")
     seeds = tune.get("seeds")
     if not isinstance(seeds, list) or not seeds:
         raise SpecError(f"{where} [tune]: seeds must be a non-empty list")
-    for vname, space in tune.get("search", {}).items():
+    search = tune.get("search", {})
+    if not isinstance(search, dict):
+        raise SpecError(f"{where} [tune.search] must be a table, got {search!r}")
+    for vname, space in search.items():
         if vname not in vnames:
             raise SpecError(f"{where} [tune.search]: {vname!r} is not a variant of the study")
-        _check_train_keys(space, f"{where} [tune.search.{vname}]")
+        if not isinstance(space, dict):
+            raise SpecError(f"{where} [tune.search]: {vname!r} must be a table of lists, got {space!r}")
         for key, values in space.items():
             if not isinstance(values, list) or not values:
                 raise SpecError(f"{where} [tune.search.{vname}]: {key!r} must be a non-empty list")
+            for value in values:
+                _check_train_keys({key: value}, f"{where} [tune.search.{vname}]")
+
+
+def check_runs(runs: list[Run]) -> None:
+    """Every planned run's options must make a valid TrainConfig (ranges, not just types), so a
+    bad value is one error before launch rather than one failure per run after it."""
+    seen = set()
+    for run in runs:
+        key = _options_key(run.options)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            run.config()
+        except ValueError as exc:
+            raise SpecError(f"study {run.study!r} variant {run.variant!r} ({_folder_name(run.grid)}): {exc}") from None
 
 
 def _value_label(value: Any) -> str:
@@ -325,7 +385,9 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index:
                         label=variant.get("label", ""), study_index=s_index, variant_index=v_index,
                     )
                     runs.append(run)
-                    values.append(tuning_score(run.folder, tune.get("metric", "val_acc")))
+                    # a stale folder (other settings) is no score: the sweep reruns it first
+                    values.append(None if stale_differences(run) else
+                                  tuning_score(run.folder, tune.get("metric", "val_acc")))
                 if any(v is None for v in values):
                     complete = False
                 else:
@@ -340,14 +402,18 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index:
 
 def tuning_score(folder: Path, metric: str) -> float | None:
     """Final validation metric of a tuning run; a diverged run scores 0; None while unfinished."""
-    status = run_status(folder)
+    return score(run_status(folder), _last_metrics(folder), metric, folder)
+
+
+def score(status: str, last: dict | None, metric: str, where: Any) -> float | None:
+    """The tuning rule (the sweep's choice and the report's table both use it): the final value
+    of ``metric``; a diverged run scores 0; None while unfinished."""
     if status == "diverged":
         return 0.0
     if status != "finished":
         return None
-    last = _last_metrics(folder)
-    if last is None or metric not in last:
-        raise SpecError(f"tuning run {folder} finished without {metric!r} in metrics.jsonl (is val_split set?)")
+    if last is None or last.get(metric) is None:
+        raise SpecError(f"tuning run {where} finished without {metric!r} in metrics.jsonl (is val_split set?)")
     return float(last[metric])
 
 
@@ -438,20 +504,47 @@ def _recorded_identity(run: Run) -> dict | None:
         return None
 
 
-def _identity_matches(run: Run) -> bool:
+def stale_differences(run: Run) -> list[str]:
+    """How the configuration recorded in the run's folder differs from the one the spec now
+    asks for (empty: the folder holds this run, or nothing yet). Compared on the full resolved
+    configuration, for finished runs too: a finished run of other settings never counts."""
     recorded = _recorded_identity(run)
-    return recorded is None or _options_key(recorded.get("options")) == _options_key(run.options)
+    if recorded is None:
+        return []
+    saved = recorded.get("config")
+    if saved is None:  # written before sweep.json recorded the resolved configuration
+        try:
+            train, _ = config_lib.split_options(recorded.get("options") or {})
+            saved = config_lib.identity(config_lib.TrainConfig(**train).resolved())
+        except (KeyError, TypeError, ValueError) as exc:
+            return [f"unreadable recorded options ({exc})"]
+    return config_lib.differences(saved, run.config())
+
+
+def _identity_matches(run: Run) -> bool:
+    return not stale_differences(run)
+
+
+def move_aside(folder: Path) -> Path:
+    """Rename a stale run folder to ``<folder>.stale-<n>`` (never delete finished work)."""
+    n = 1
+    while (target := folder.with_name(f"{folder.name}{STALE_SUFFIX}{n}")).exists():
+        n += 1
+    folder.rename(target)
+    return target
 
 
 def refresh_memberships(runs: list[Run]) -> int:
-    """Rewrite ``sweep.json`` of existing runs whose options match but whose list of studies
-    changed (a study added to the spec reuses them); returns how many were updated."""
+    """Rewrite ``sweep.json`` of existing runs whose configuration matches but whose list of
+    studies changed (a study added to the spec reuses them); returns how many were updated."""
     updated = 0
     for run in runs:
         recorded = _recorded_identity(run)
-        wanted = json.loads(json.dumps(run.identity(), default=str))
-        if recorded is not None and _identity_matches(run) and recorded != wanted:
-            atomic_write_json(run.folder / SWEEP_FILE, run.identity())
+        if recorded is None or not _identity_matches(run):
+            continue
+        wanted = json.loads(json.dumps({**run.identity(), "code": recorded.get("code")}, default=str))
+        if {**recorded, "code": recorded.get("code")} != wanted:
+            atomic_write_json(run.folder / SWEEP_FILE, wanted)
             updated += 1
     return updated
 
@@ -486,11 +579,14 @@ class SweepRunner:
 
     def __init__(self, spec: dict, out: Path, *, workers: int, only=None, launch_until: float | None = None,
                  max_runs: int | None = None, command=local_command, poll_s: float = 0.2,
-                 argv: list[str] | None = None, echo=print):
+                 argv: list[str] | None = None, echo=print, code: dict | None = None):
         self.spec, self.out, self.workers, self.only = spec, Path(out), workers, only
         self.launch_until, self.max_runs, self.command, self.poll_s = launch_until, max_runs, command, poll_s
         self.argv = argv or []
         self.echo = echo
+        # The code the runs are trained with (git commit, dirty tree and whether that was allowed),
+        # recorded in each run's sweep.json; ``main`` refuses a dirty tree unless --allow-dirty.
+        self.code = code if code is not None else {**config_lib.code_version(), "allow_dirty": False}
         self.active: list[_Active] = []
         self.attempted: set[Path] = set()
         self.counts = {"finished": 0, "diverged": 0, "failed": 0, "interrupted": 0}
@@ -512,18 +608,18 @@ class SweepRunner:
         for run in runs:
             if run.folder in running or run.folder in self.attempted:
                 continue
-            status = run_status(run.folder)
-            if status in DONE_STATUSES:
+            changed = stale_differences(run)
+            if not changed and run_status(run.folder) in DONE_STATUSES:
                 continue
             if _held_by_live_process(run.folder):
                 self.echo(f"busy    {run.folder} (its training process from another sweep is still running)")
                 self.attempted.add(run.folder)
                 continue
-            if not _identity_matches(run):
-                self.attempted.add(run.folder)
-                self._record_failure(run, None, 0.0, f"{run.folder} holds a run of a different spec "
-                                     f"(its {SWEEP_FILE} differs); delete the folder or restore the spec")
-                continue
+            if changed:
+                moved = move_aside(run.folder)
+                self._event(event="stale", run=str(run.folder), moved_to=str(moved), differences=changed)
+                self.echo(f"changed {run.folder}: holds other settings than the spec ({'; '.join(changed)}); "
+                          f"moved to {moved.name}, running it again")
             return run
         return None
 
@@ -538,7 +634,7 @@ class SweepRunner:
     def _launch(self, run: Run) -> None:
         self.attempted.add(run.folder)
         run.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.folder / SWEEP_FILE, run.identity())
+        atomic_write_json(run.folder / SWEEP_FILE, {**run.identity(), "code": self.code})
         if (run.folder / STATUS_FILE).is_file():
             (run.folder / STATUS_FILE).unlink()
         resume = run_status(run.folder) == "interrupted"
@@ -679,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start no new run after this time (HH:MM UTC or ISO date-time); running ones finish")
     p.add_argument("--max-runs", type=_positive_int("--max-runs"), help="start at most this many runs")
     p.add_argument("--status", action="store_true", help="print how many runs of each study are done, failed, pending")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run although the tralgo checkout has uncommitted changes (recorded in each run's "
+                        "sweep.json; the report flags such runs)")
     return p
 
 
@@ -702,6 +801,8 @@ def _print_status(runs: list[Run], notes: list[str]) -> None:
         key = run.study + (" (tuning)" if run.tuning else "")
         row = table.setdefault(key, {})
         status = run_status(run.folder)
+        if status != "new" and stale_differences(run):
+            status = "stale (other settings; will rerun)"
         row[status] = row.get(status, 0) + 1
     for key, row in table.items():
         print(f"{key:<28} " + "  ".join(f"{k} {v}" for k, v in sorted(row.items())))
@@ -721,6 +822,7 @@ def main(argv: list[str]) -> int:
                                 f"{[s['name'] for s in spec['study']]}")
         out = Path(args.out) if args.out else _default_out(spec, args.spec)
         runs, notes = plan(spec, out, only)
+        check_runs(runs)
     except (SpecError, OSError) as exc:
         print(f"tralgo sweep: error: {exc}", file=sys.stderr)
         return 2
@@ -733,8 +835,15 @@ def main(argv: list[str]) -> int:
     if args.status:
         _print_status(runs, notes)
         return 0
+    code = {**config_lib.code_version(), "allow_dirty": args.allow_dirty}
+    if code["git_dirty"] and not args.allow_dirty:
+        files = code["dirty_files"]
+        print(f"tralgo sweep: error: the tralgo checkout has uncommitted changes ({len(files)} files: "
+              f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); commit them so that the runs "
+              "record the code they ran, or pass --allow-dirty (recorded in each run)", file=sys.stderr)
+        return 2
     runner = SweepRunner(spec, out, workers=args.workers, only=only, launch_until=args.launch_until,
-                         max_runs=args.max_runs, argv=["tralgo", "sweep", *argv])
+                         max_runs=args.max_runs, argv=["tralgo", "sweep", *argv], code=code)
     previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         summary = runner.run()
