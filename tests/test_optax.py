@@ -209,3 +209,227 @@ def test_same_trajectory_as_torch(case):
     print(f"\n{case}: worst relative difference torch vs JAX over {STEPS} steps {worst:.1e}")
     assert moved > 1e-3  # the comparison is about a trajectory that went somewhere
     assert worst < 1e-12
+
+
+# -- optax integrations ----------------------------------------------------------------------------
+
+def _quadratic_grads(params, t):
+    """Deterministic, step-dependent gradients of a quadratic: enough to exercise the state."""
+    return jax.tree.map(lambda p: 0.5 * p + jnp.sin(t + jnp.arange(p.size).reshape(p.shape)), params)
+
+
+def _run(opt, params, steps, jit=True, start=0, state=None):
+    state = opt.init(params) if state is None else state
+    update = jax.jit(opt.update) if jit else opt.update
+    for t in range(start, start + steps):
+        updates, state = update(_quadratic_grads(params, t), state, params)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def _params(seed=0):
+    key1, key2 = jax.random.split(jax.random.PRNGKey(seed))
+    return {"w": jax.random.normal(key1, (3, 4)), "b": jax.random.normal(key2, (4,))}
+
+
+def _assert_trees_close(a, b, rtol=1e-13):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=0)
+
+
+def test_jit_matches_eager():
+    opt = tro.tradam(_lr_schedule(0.05), weight_decay=1e-3, lam=0.3, inner_steps=3, lam_scaling="inverse_lr")
+    eager, _ = _run(opt, _params(), 20, jit=False)
+    jitted, _ = _run(opt, _params(), 20, jit=True)
+    _assert_trees_close(jitted, eager)
+
+
+def test_vmap_over_seeds_matches_a_loop():
+    opt = tro.trsgd(0.1, momentum=0.9, lam=0.5, inner_steps=3)
+
+    def train(seed):
+        return _run(opt, _params(seed), 8, jit=False)
+
+    seeds = jnp.arange(3)
+    batched_params, batched_state = jax.jit(jax.vmap(train))(seeds)
+    assert batched_state.inner_step.shape == (3,)
+    for i, seed in enumerate(seeds):
+        params, state = jax.jit(train)(seed)
+        _assert_trees_close(jax.tree.map(lambda x: x[i], batched_params), params)
+        assert int(batched_state.inner_step[i]) == int(state.inner_step) == 8 % 3
+
+
+def test_multisteps_accumulates_and_advances_the_inner_counter_once_per_real_update():
+    every = 3
+    plain = tro.tradam(0.05, lam=0.5, inner_steps=4)
+    accumulated = optax.MultiSteps(tro.tradam(0.05, lam=0.5, inner_steps=4), every_k_schedule=every)
+    # MultiSteps' running mean rounds differently from sum / n (1e-9 here): take the mean it
+    # computes from an identity run beside it, so that only the optimizer is compared.
+    averaging = optax.MultiSteps(optax.identity(), every_k_schedule=every)
+    params_a = params_b = _params()
+    state_a, state_b = plain.init(params_a), accumulated.init(params_b)
+    state_mean = averaging.init(params_b)
+    update_b = jax.jit(accumulated.update)
+    for real_step in range(6):
+        for i in range(every):
+            grads = _quadratic_grads(params_b, every * real_step + i)
+            mean, state_mean = averaging.update(grads, state_mean, params_b)
+            updates, state_b = update_b(grads, state_b, params_b)
+            params_b = optax.apply_updates(params_b, updates)
+            if i < every - 1:
+                assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(updates))
+        updates, state_a = plain.update(mean, state_a, params_a)
+        params_a = optax.apply_updates(params_a, updates)
+        assert int(state_b.inner_opt_state.inner_step) == int(state_a.inner_step) == (real_step + 1) % 4
+        assert int(state_b.inner_opt_state.count) == real_step + 1
+    _assert_trees_close(params_b, params_a)
+
+
+def test_multi_transform_gives_each_group_its_own_options():
+    labels = {"w": "sgd", "b": "adam"}
+    sgd = tro.trsgd(0.1, momentum=0.9, lam=0.5, inner_steps=3)
+    adam = tro.tradam(0.05, lam=2.0, inner_steps=5, inner_lr_decay=False)
+    combined = optax.multi_transform({"sgd": sgd, "adam": adam}, labels)
+    params = _params()
+    state = combined.init(params)
+    alone = {"w": (sgd, sgd.init({"w": params["w"]})), "b": (adam, adam.init({"b": params["b"]}))}
+    update = jax.jit(combined.update)
+    for t in range(7):
+        if t == 4:
+            state = tro.restart_inner_loop(state)
+            alone = {k: (opt, tro.restart_inner_loop(s)) for k, (opt, s) in alone.items()}
+        grads = _quadratic_grads(params, t)
+        updates, state = update(grads, state, params)
+        new = optax.apply_updates(params, updates)
+        for name, (opt, s) in alone.items():
+            upd, s = opt.update({name: grads[name]}, s, {name: params[name]})
+            alone[name] = (opt, s)
+            # jit (combined) against eager (alone): equal up to XLA's fusion, not bit for bit.
+            np.testing.assert_allclose(np.asarray(new[name]), np.asarray(params[name] + upd[name]), rtol=1e-13)
+        params = new
+    assert int(state.inner_states["sgd"].inner_state.inner_step) == (7 - 4) % 3
+    assert int(state.inner_states["adam"].inner_state.inner_step) == (7 - 4) % 5
+
+
+def test_inject_hyperparams_lr_drop_keeps_the_initial_lr_for_inverse_lr():
+    """Setting the lr in the injected state mid-training must equal the same schedule passed as a
+    function (which tests/test_optax.py checks against torch): lam_k = lam * lr(0) / lr(t)."""
+    steps, drop = 12, 5
+    kw = dict(weight_decay=1e-3, lam=0.4, inner_steps=4, lam_scaling="inverse_lr")
+    scheduled, _ = _run(tro.tradam(optax.piecewise_constant_schedule(0.05, {drop: 0.1}), **kw), _params(), steps)
+
+    opt = optax.inject_hyperparams(tro.tradam)(learning_rate=0.05, **kw)
+    params, state = _params(), None
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    for t in range(steps):
+        if t == drop:
+            state.hyperparams["learning_rate"] = jnp.asarray(0.05 * 0.1)
+        updates, state = update(_quadratic_grads(params, t), state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(state.inner_state.initial_lr) == 0.05
+    _assert_trees_close(params, scheduled)
+    # Had lam_k used the current lr as "lr(0)" (no drop in lam_k), the weights would differ.
+    unscaled, _ = _run(tro.tradam(optax.piecewise_constant_schedule(0.05, {drop: 0.1}),
+                                  **{**kw, "lam_scaling": "constant"}), _params(), steps)
+    assert not np.allclose(np.asarray(unscaled["w"]), np.asarray(params["w"]), rtol=1e-6)
+
+
+def test_checkpoint_resume_is_bit_for_bit(tmp_path):
+    opt = tro.tradam(_lr_schedule(0.05), weight_decay=1e-3, lam=0.3, inner_steps=5, lam_scaling="inverse_lr")
+    uninterrupted, _ = _run(opt, _params(), 22)
+
+    params, state = _run(opt, _params(), 13)  # stop mid inner loop (13 % 5 == 3)
+    assert int(state.inner_step) == 3
+    leaves = jax.tree.leaves((params, state))
+    np.savez(tmp_path / "ckpt.npz", *[np.asarray(x) for x in leaves])
+    del params, state
+
+    fresh_params = _params(seed=1)  # only the structure of a fresh run is used
+    treedef = jax.tree.structure((fresh_params, opt.init(fresh_params)))
+    with np.load(tmp_path / "ckpt.npz") as saved:
+        restored = [jnp.asarray(saved[f"arr_{i}"]) for i in range(len(saved.files))]
+    params, state = jax.tree.unflatten(treedef, restored)
+    resumed, _ = _run(opt, params, 9, start=13, state=state)
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_restart_inner_loop_reanchors_at_the_next_update():
+    opt = tro.trsgd(0.1, lam=1.0, inner_steps=10)
+    params, state = _run(opt, _params(), 4)
+    assert int(state.inner_step) == 4
+    restarted = tro.restart_inner_loop(state)
+    assert int(restarted.inner_step) == 0
+    grads = _quadratic_grads(params, 4)
+    updates, restarted = opt.update(grads, restarted, params)
+    # Re-anchored at the current weights: no proximal pull, so the step is plain SGD at lr / 1.
+    _assert_trees_close(updates, jax.tree.map(lambda g: -0.1 * g, grads), rtol=1e-15)
+    _assert_trees_close(restarted.anchor, params, rtol=0)
+    with pytest.raises(ValueError, match="holds no TrajectoryRegularizedState"):
+        tro.restart_inner_loop(optax.adam(0.1).init(params))
+
+
+def test_proximal_term_and_inner_decay_in_one_step():
+    """One step by hand: w = 2, anchor = 1 (set at k = 0), k = 1, lam = 3, lr = 0.5, SGD."""
+    opt = tro.trsgd(0.5, lam=3.0, inner_steps=4)
+    state = opt.init({"w": jnp.asarray(1.0)})
+    _, state = opt.update({"w": jnp.asarray(0.0)}, state, {"w": jnp.asarray(1.0)})  # k = 0: anchor <- 1
+    updates, state = opt.update({"w": jnp.asarray(0.25)}, state, {"w": jnp.asarray(2.0)})  # k = 1
+    assert float(updates["w"]) == -0.5 / 2 * (0.25 + 3.0 * (2.0 - 1.0))
+    assert int(state.inner_step) == 2
+
+
+def test_inverse_lr_switches_the_term_off_at_lr_zero():
+    opt = tro.tradam(optax.piecewise_constant_schedule(0.05, {2: 0.0}), lam=0.5, inner_steps=10,
+                     lam_scaling="inverse_lr")
+    params, state = _run(opt, _params(), 5)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((params, state)))
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factory,kwargs,error,match", [
+    (tro.trsgd, dict(lam=-1.0), ValueError, "lam must be a finite number >= 0"),
+    (tro.trsgd, dict(lam=float("nan")), ValueError, "lam must be"),
+    (tro.tradam, dict(inner_steps=0), ValueError, "inner_steps must be an int >= 1"),
+    (tro.tradam, dict(inner_steps=2.5), ValueError, "inner_steps must be an int >= 1"),
+    (tro.tradamw, dict(inner_lr_decay="yes"), TypeError, "inner_lr_decay must be True or False"),
+    (tro.trsgd, dict(lam_scaling="linear"), ValueError, "lam_scaling must be one of"),
+    (tro.trsgd, dict(learning_rate=-0.1), ValueError, r"learning_rate must be a finite number in \[0.0, inf\)"),
+    (tro.trsgd, dict(momentum=-0.5), ValueError, "momentum must be"),
+    (tro.trsgd, dict(nesterov=True), ValueError, "nesterov=True requires momentum > 0"),
+    (tro.trsgd, dict(weight_decay=-1e-4), ValueError, "weight_decay must be"),
+    (tro.tradam, dict(b1=1.0), ValueError, r"b1 must be a finite number in \[0.0, 1.0\)"),
+    (tro.tradam, dict(b2=-0.1), ValueError, "b2 must be"),
+    (tro.tradamw, dict(eps=-1e-8), ValueError, "eps must be"),
+])
+def test_bad_hyperparameters_raise_a_clear_error(factory, kwargs, error, match):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    with pytest.raises(error, match=match):
+        factory(**kwargs)
+
+
+def test_inverse_lr_needs_a_learning_rate_and_a_positive_initial_one():
+    with pytest.raises(ValueError, match="needs learning_rate="):
+        tro.trajectory_regularized(optax.sgd(0.1), lam_scaling="inverse_lr")
+    opt = tro.trsgd(optax.piecewise_constant_schedule(0.0, {}), lam_scaling="inverse_lr")
+    with pytest.raises(ValueError, match="needs a positive initial learning rate"):
+        opt.init(_params())
+    # lam = 0 switches the term off: no lr(0) is needed then, as on the torch side.
+    tro.trsgd(0.0, lam=0.0, lam_scaling="inverse_lr").init(_params())
+
+
+def test_update_needs_params_and_matching_shapes():
+    opt = tro.tradam(0.1)
+    params = _params()
+    state = opt.init(params)
+    with pytest.raises(ValueError, match="needs params"):
+        opt.update(params, state)
+    with pytest.raises(AssertionError):
+        opt.update({"w": jnp.ones((4, 3)), "b": jnp.ones(4)}, state, params)
+
+
+def test_import_tralgo_does_not_import_jax():
+    code = "import sys, tralgo; bad = {'jax', 'optax', 'chex'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
