@@ -47,13 +47,12 @@ def test_named_subfolder_wins_over_files_directly_in_the_folder(isolated_data, t
     np.testing.assert_array_equal(ds.train_labels.numpy(), sub[writers.idx_stems[1]])
 
 
-def test_search_order_is_data_dir_env_cache_then_debian(isolated_data, tmp_path, monkeypatch):
+def test_search_order_is_data_dir_alone_else_env_cache_then_debian(isolated_data, tmp_path, monkeypatch):
     monkeypatch.setenv("TRALGO_DATA", str(tmp_path / "env"))
     cache = isolated_data / ".cache" / "tralgo"
-    expected = [tmp_path / "arg" / "fashion-mnist", tmp_path / "arg",
-                tmp_path / "env" / "fashion-mnist", tmp_path / "env",
-                cache / "fashion-mnist", cache, data_module.DEBIAN_FASHION_MNIST]
-    assert search_paths("fashion-mnist", tmp_path / "arg") == expected
+    assert search_paths("fashion-mnist", tmp_path / "arg") == [tmp_path / "arg" / "fashion-mnist", tmp_path / "arg"]
+    assert search_paths("fashion-mnist") == [tmp_path / "env" / "fashion-mnist", tmp_path / "env",
+                                             cache / "fashion-mnist", cache, data_module.DEBIAN_FASHION_MNIST]
     # The Debian package only provides Fashion-MNIST.
     assert search_paths("mnist") == [tmp_path / "env" / "mnist", tmp_path / "env",
                                      cache / "mnist", cache]
@@ -67,9 +66,49 @@ def test_earlier_lookup_location_wins(isolated_data, tmp_path, monkeypatch, writ
     monkeypatch.setenv("TRALGO_DATA", str(tmp_path / "env"))
     labels = writers.idx_stems[1]
     np.testing.assert_array_equal(load_dataset("mnist", tmp_path / "arg").train_labels, arg[labels])
+    with pytest.raises(DataError, match="only DIR is then searched"):  # no silent fall-back to env
+        load_dataset("mnist", tmp_path / "empty")
     np.testing.assert_array_equal(load_dataset("mnist").train_labels, env[labels])
     monkeypatch.delenv("TRALGO_DATA")
     np.testing.assert_array_equal(load_dataset("mnist").train_labels, cache[labels])
+
+
+def test_an_empty_or_missing_data_dir_is_refused_not_replaced_by_another_copy(isolated_data, tmp_path,
+                                                                             monkeypatch, writers):
+    # A copy in $TRALGO_DATA and one in the cache: neither may stand in for the folder asked for,
+    # whose name config.json records.
+    writers.write_idx_dataset(tmp_path / "env" / "fashion-mnist", n_train=3, n_test=2)
+    writers.write_idx_dataset(isolated_data / ".cache" / "tralgo" / "fashion-mnist", n_train=3, n_test=2)
+    monkeypatch.setenv("TRALGO_DATA", str(tmp_path / "env"))
+    (tmp_path / "empty").mkdir()
+    for requested in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(DataError, match="not found") as info:
+            load_dataset("fashion-mnist", data_dir=requested)
+        assert str(requested) in str(info.value) and str(tmp_path / "env") not in str(info.value)
+    with pytest.raises(DataError, match="--data-dir must name a folder, got an empty path"):
+        load_dataset("fashion-mnist", data_dir="")
+    assert load_dataset("fashion-mnist").train_images.shape[0] == 3  # without --data-dir: the standard places
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 20), (3, 28, 27), (3, 784, 1)])
+def test_idx_images_of_another_shape_name_the_file_and_the_expected_shape(isolated_data, tmp_path, writers,
+                                                                          shape):
+    writers.write_idx_dataset(tmp_path, n_train=3, n_test=2)
+    target = tmp_path / "train-images-idx3-ubyte.gz"
+    _write(target, writers.idx_bytes(np.zeros(shape, np.uint8)))
+    with pytest.raises(DataError, match=r"images of shape \[%d, %d, %d\], expected \[N, 28, 28\]" % shape) as info:
+        load_dataset("mnist", tmp_path)
+    assert str(target) in str(info.value)
+
+
+def test_train_cli_reports_an_idx_file_of_another_shape_in_one_line(isolated_data, tmp_path, writers, capsys):
+    from tralgo.experiments import train_cli
+
+    writers.write_idx_dataset(tmp_path / "data", n_train=16, n_test=8, size=20)
+    code = train_cli.main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1",
+                           "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "expected [N, 28, 28]" in err, err
 
 
 def _write(path, payload, gz=True):

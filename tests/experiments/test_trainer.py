@@ -237,3 +237,186 @@ def test_damaged_run_files_are_named_with_the_way_out(tmp_path):
     with pytest.raises(RunError, match="result.json is unreadable.*--overwrite"):
         run(tiny(epochs=2), out, resume=True)
     assert run(tiny(epochs=2), out, overwrite=True) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# Run-folder safety: one trainer per folder, no empty or foreign --out, damaged files
+# ------------------------------------------------------------------------------------------
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from tralgo.experiments import trainer as trainer_module
+
+# A real second process: trains the tiny config into argv[1]; prints "epoch" lines as it goes.
+# With argv[2] == "hold", it sleeps after its first epoch, holding the folder.
+_TRAIN_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from tralgo.experiments.trainer import RunError, RunOptions, TrainConfig, run_training, synthetic_dataset
+
+    def log(line):
+        print(line, flush=True)
+        if sys.argv[2] == "hold" and line.startswith("epoch"):
+            time.sleep(120)
+
+    config = TrainConfig(dataset="fashion-mnist", model="cnn", width=0.25, optimizer="trsgd", lr=0.05, epochs=3,
+                         batch_size=8, inner_steps=3, eval_batch_size=64, seed=0)
+    try:
+        code = run_training(config, RunOptions(out=sys.argv[1], resume=True, device="cpu", progress=False),
+                            dataset=synthetic_dataset(n_train=96, n_test=40, seed=3), log=log)
+    except RunError as e:
+        print(f"error: {e}", flush=True)
+        code = 2
+    sys.exit(code)
+""")
+
+
+def _trainer_process(out, mode: str, cwd) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, str(out), mode], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_second_trainer_on_the_same_folder_fails_at_once_under_any_spelling(tmp_path):
+    (tmp_path / "link").symlink_to("out")  # dangling until the first trainer creates out/
+    first = _trainer_process("out", "hold", cwd=tmp_path)
+    try:
+        assert first.stdout.readline().startswith("epoch 1/3")  # it holds the folder now
+        for spelling in ("out", str(tmp_path / "out"), "link", "./out/"):
+            started = time.monotonic()
+            second = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, spelling, "run"], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stdout + second.stderr
+            assert "is in use by another training process" in second.stdout
+            assert f"pid {first.pid}" in second.stdout
+            assert time.monotonic() - started < 60  # it fails at once instead of waiting
+        assert len(metrics(tmp_path / "out")) == 1  # nobody else wrote into the run
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # kill -9 leaves no stuck lock: the next trainer resumes and finishes the run.
+    third = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, "link", "run"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "resuming after epoch 1/3" in third.stdout
+    assert [r["epoch"] for r in metrics(tmp_path / "out")] == [1, 2, 3]
+
+
+def test_empty_out_is_refused_and_the_current_folder_untouched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.json").write_text('{"mine": 1}')
+    for overwrite in (False, True):
+        with pytest.raises(RunError, match="--out must name a run folder, got an empty path"):
+            run(tiny(epochs=1), "", overwrite=overwrite)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    assert (tmp_path / "config.json").read_text() == '{"mine": 1}'
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run_folder(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"mine": 1}')
+    (project / "result.json").write_text('{"status": "finished"}')
+    (project / "notes.txt").write_text("keep me")
+    with pytest.raises(RunError, match="project is not a run folder \\(it also holds notes.txt\\); --overwrite"):
+        run(tiny(epochs=1), project, overwrite=True)
+    assert sorted(p.name for p in project.iterdir()) == ["config.json", "notes.txt", "result.json"]
+    # A run folder with the sweep's bookkeeping and tensorboard logs is one.
+    out = tmp_path / "run"
+    run(tiny(epochs=1), out)
+    for name in ("train.log", "sweep.json", "sweep_status.json"):
+        (out / name).write_text("{}")
+    (out / "tensorboard").mkdir()
+    assert run(tiny(epochs=1), out, overwrite=True) == 0
+
+
+def test_the_sweeps_files_count_as_run_folder_entries():
+    from tralgo.experiments import sweep
+
+    names = {getattr(sweep, n) for n in ("SWEEP_FILE", "STATUS_FILE", "LOG_FILE", "PID_FILE") if hasattr(sweep, n)}
+    assert names and names <= trainer_module.RUN_FOLDER_ENTRIES
+
+
+def test_tensorboard_missing_fails_before_the_run_folder_is_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
+    with pytest.raises(RunError, match="--tensorboard needs the 'tensorboard' package"):
+        run(tiny(epochs=1), tmp_path / "run", tensorboard=True)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_files_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        run(tiny(epochs=2), tmp_path / "run", max_epochs=1)
+        run(tiny(epochs=2), tmp_path / "run", resume=True)
+    finally:
+        os.umask(previous)
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
+        assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_damaged_checkpoint_resumes_from_the_previous_one_exactly(tmp_path):
+    config = tiny(epochs=3)
+    run(config, tmp_path / "straight")
+    out = tmp_path / "run"
+    run(config, out, max_epochs=2)
+    assert torch.load(out / "checkpoint.prev.pt", weights_only=True)["epoch"] == 1
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])  # truncated
+    said = []
+    assert run(config, out, resume=True, log=said.append) == 0
+    assert any("checkpoint.pt is unreadable" in line and "resuming from the previous checkpoint" in line
+               and "(epoch 1)" in line for line in said), said
+    assert f"{out}: resuming after epoch 1/3" in said
+    assert_same_weights(weights(tmp_path / "straight"), weights(out))
+    assert metrics(tmp_path / "straight") == metrics(out)
+    assert not (out / "checkpoint.prev.pt").exists()  # a finished run keeps one checkpoint
+
+
+def test_both_checkpoints_damaged_names_both_with_the_way_out(tmp_path):
+    out = tmp_path / "run"
+    run(tiny(epochs=3), out, max_epochs=2)
+    (out / "checkpoint.pt").write_bytes(b"torn")
+    (out / "checkpoint.prev.pt").write_bytes(b"torn too")
+    with pytest.raises(RunError, match="checkpoint.pt is unreadable.*checkpoint.prev.pt is unreadable.*"
+                                       "no earlier good checkpoint; use --overwrite"):
+        run(tiny(epochs=3), out, resume=True)
+
+
+_KILLED_MID_CHECKPOINT = textwrap.dedent("""
+    import os, signal, sys
+    from tralgo.experiments import io
+    from tralgo.experiments.trainer import RunOptions, TrainConfig, run_training, synthetic_dataset
+
+    replace = os.replace
+    def replace_or_die(src, dst):
+        # kill -9 once the second checkpoint's bytes are on disk, before the rename
+        if str(dst).endswith("checkpoint.pt") and os.path.exists(dst):
+            os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+    io.os.replace = replace_or_die
+    config = TrainConfig(dataset="fashion-mnist", model="cnn", width=0.25, optimizer="trsgd", lr=0.05, epochs=3,
+                         batch_size=8, inner_steps=3, eval_batch_size=64, seed=0)
+    run_training(config, RunOptions(out=sys.argv[1], device="cpu", progress=False),
+                 dataset=synthetic_dataset(n_train=96, n_test=40, seed=3), log=print)
+""")
+
+
+def test_kill_during_a_checkpoint_write_leaves_no_temporary_files_after_the_resume(tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_CHECKPOINT, str(out)], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert any(name.startswith(".checkpoint.pt.") for name in leftovers), leftovers
+    said = []
+    assert run(tiny(epochs=3), out, resume=True, log=said.append) == 0
+    assert any("removed" in line and "temporary file" in line for line in said), said
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    run(tiny(epochs=3), tmp_path / "straight")
+    assert metrics(tmp_path / "straight") == metrics(out)

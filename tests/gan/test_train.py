@@ -153,3 +153,41 @@ def test_test_mode_generation_is_seeded_and_leaves_the_model_untouched():
     assert torch.equal(a, b) and not torch.equal(a, c)  # dropout noise comes from the seed
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in buffers.items())  # BN running stats untouched
     assert torch.equal(rng, torch.get_rng_state())  # the training RNG stream is not consumed
+
+
+def test_empty_run_folder_is_refused_and_the_current_folder_untouched(tmp_path, monkeypatch, capsys):
+    from tralgo.gan.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--run", "", "--size", "32", "--ngf", "4", "--ndf", "4", "--iters", "1",
+                 "--decay-iters", "0"]) == 2
+    assert "--run must name a run folder, got an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_holding_other_files_is_not_a_run_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(RunExistsError, match="is not a GAN run folder .*notes.txt"):
+        train(tiny(iters=1, decay_iters=0), tmp_path, log=lambda _: None)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_one_training_process_per_run_folder(tmp_path):
+    from tralgo.experiments.io import FolderInUseError, FolderLock
+
+    config = tiny(iters=1, decay_iters=0)
+    (tmp_path / "link").symlink_to(tmp_path / "run", target_is_directory=True)
+    with FolderLock(tmp_path / "run", "GAN training process"):  # as a live trainer holds it
+        with pytest.raises(FolderInUseError, match="link is in use by another GAN training process"):
+            train(config, tmp_path / "link", resume=True, log=lambda _: None)
+    assert train(config, tmp_path / "link", resume=True, log=lambda _: None)["status"] == "completed"
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_on_resume(tmp_path):
+    config = tiny(iters=12, decay_iters=8, checkpoint_every=10)
+    assert train(config, tmp_path, log=lambda _: None, stop_after=10)["status"] == "stopped"
+    stale = tmp_path / ".checkpoint.pt.k9x2m1.tmp"  # what kill -9 inside atomic_torch_save leaves
+    stale.write_bytes(b"half a checkpoint")
+    said = []
+    assert train(config, tmp_path, resume=True, log=said.append)["status"] == "completed"
+    assert not stale.exists() and any("removed 1 temporary file" in line for line in said)

@@ -5,9 +5,11 @@ tarball or its extracted folder). Every file is parsed and validated here: a cor
 file raises :class:`DataError` naming the file and what is wrong, never an error from deep inside
 gzip, numpy or pickle.
 
-Lookup order (see :func:`search_paths`): the ``data_dir`` argument, ``$TRALGO_DATA``,
-``~/.cache/tralgo`` and, for Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``
-(``apt-get install dataset-fashion-mnist``). In each base folder the files may sit in a subfolder
+Lookup (see :func:`search_paths`): a ``data_dir`` argument is the only place looked at (a run
+that records ``--data-dir X`` was trained on X's files, never on a copy found elsewhere); without
+one, ``$TRALGO_DATA``, ``~/.cache/tralgo`` and, for Fashion-MNIST, Debian's
+``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), in this order.
+In each base folder the files may sit in a subfolder
 named after the dataset (``<dir>/fashion-mnist/``), which is looked at first because MNIST and
 Fashion-MNIST use the same file names, or directly in the folder.
 
@@ -170,9 +172,12 @@ def _check_name(name: str) -> str:
 
 def _base_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
     """Base folders a user or the cache may hold data in, in lookup order (no duplicates)."""
-    bases: list[Path] = []
     if data_dir is not None:
-        bases.append(Path(data_dir).expanduser())
+        if not str(data_dir).strip():
+            raise DataError("--data-dir must name a folder, got an empty path (omit it to search the "
+                            f"standard places: ${ENV_VAR}, ~/.cache/tralgo)")
+        return [Path(data_dir).expanduser()]
+    bases: list[Path] = []
     env = os.environ.get(ENV_VAR)
     if env:
         bases.append(Path(env).expanduser())
@@ -188,7 +193,7 @@ def search_paths(name: str, data_dir: str | os.PathLike | None = None) -> list[P
         # The named subfolder first: MNIST and Fashion-MNIST share file names, so files lying
         # directly in a shared folder are the less specific match.
         paths += [base / name, base]
-    if name == "fashion-mnist":
+    if name == "fashion-mnist" and data_dir is None:
         paths.append(DEBIAN_FASHION_MNIST)
     return list(dict.fromkeys(paths))
 
@@ -244,7 +249,7 @@ def _missing_message(name: str, data_dir, cache_dir_hint: Path) -> str:
     lines += [f"  {p}" for p in search_paths(name, data_dir)]
     lines += [
         "Ways to get it:",
-        "  - pass --data-dir DIR (files in DIR or DIR/" + name + "/)",
+        "  - pass --data-dir DIR (files in DIR or DIR/" + name + "/; only DIR is then searched)",
         f"  - set {ENV_VAR}=DIR",
         f"  - pass --download to fetch the official files (SHA-256 checked) into {cache_dir_hint}",
     ]
@@ -259,6 +264,7 @@ def _missing_message(name: str, data_dir, cache_dir_hint: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 _IDX_UBYTE = 0x08
+_IDX_IMAGE_SHAPE = (28, 28)  # the models' MNIST input size; any other is a wrong or damaged file
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
@@ -302,6 +308,9 @@ def _load_idx_split(files: dict[str, Path], split: str, num_classes: int):
     images_stem, labels_stem = _IDX_FILES[split]
     images_path, labels_path = files[images_stem], files[labels_stem]
     images = parse_idx(_read_maybe_gzip(images_path), images_path, expected_ndim=3)
+    if images.shape[1:] != _IDX_IMAGE_SHAPE:
+        raise DataError(f"{images_path}: images of shape {list(images.shape)}, expected "
+                        f"[N, {', '.join(map(str, _IDX_IMAGE_SHAPE))}] (MNIST and Fashion-MNIST are 28x28)")
     labels = parse_idx(_read_maybe_gzip(labels_path), labels_path, expected_ndim=1)
     if len(images) != len(labels):
         raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds "

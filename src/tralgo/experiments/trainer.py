@@ -47,13 +47,21 @@ from torch import Tensor, nn
 
 import tralgo
 from tralgo.experiments import optimizers as opt_lib
-from tralgo.experiments.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
+from tralgo.experiments.io import (FolderInUseError, FolderLock, append_jsonl, atomic_torch_save, atomic_write_json,
+                                   read_jsonl, remove_stale_temp_files)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the one before: resumed from when checkpoint.pt is damaged
 RESULT_FILE = "result.json"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, RESULT_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, RESULT_FILE)
+LOCK_FILE = "lock"  # held by the one training process of the folder (FolderLock; + "lock.holder")
+# Everything tralgo itself keeps in a run folder (the trainer's files, the lock, tensorboard
+# logs, the sweep's and the cluster executor's bookkeeping): --overwrite refuses a folder holding
+# anything else, which is not a run folder (e.g. `--out .` in a project).
+RUN_FOLDER_ENTRIES = frozenset({*RUN_FILES, LOCK_FILE, LOCK_FILE + ".holder", "tensorboard", "train.log",
+                                "sweep.json", "sweep_status.json", "train.pid", "submitit"})
 CHECKPOINT_FORMAT = 1
 
 EXIT_OK = 0
@@ -498,8 +506,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def _prepare_folder(out: Path, config: TrainConfig, options: RunOptions) -> str:
     """Decide what to do with ``out``: "fresh", "resume", or "done" (finished/diverged already).
-    Raises RunError when the folder holds another run or a finished one without --resume."""
-    if options.overwrite:
+    Raises RunError when the folder holds another run or a finished one without --resume.
+    The caller holds the folder's lock."""
+    if options.overwrite:  # _decide has refused a folder that is not a run's
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         return "fresh"
@@ -528,15 +537,61 @@ def check_same_settings(saved: dict[str, Any], config: TrainConfig, where: Path)
                        "use another --out, or --overwrite to replace it")
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
+def _is_run_entry(name: str) -> bool:
+    if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary file
+        return any(name.startswith(f".{known}.") for known in RUN_FOLDER_ENTRIES)
+    return name in RUN_FOLDER_ENTRIES
+
+
+def _refuse_foreign_folder(out: Path) -> None:
+    """--overwrite deletes files: only in a folder that holds nothing but a run's."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        foreign = sorted(entry.name for entry in out.iterdir() if not _is_run_entry(entry.name))
+    except FileNotFoundError:
+        return
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunError(f"{out} is not a run folder (it also holds {shown}); --overwrite only replaces "
+                       "a folder holding nothing but a run: pick another --out")
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(state, None), or (None, why it is unusable); (None, None) when there is no file."""
+    if not path.exists():
+        return None, None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types on a damaged file; all mean "unreadable"
         # torch's own messages run over many lines and suggest unsafe loading; keep it to one.
-        raise RunError(f"{path} is unreadable (not a complete checkpoint: {type(e).__name__}); "
-                       "use --overwrite to start again") from None
+        return None, f"not a complete checkpoint: {type(e).__name__}"
+    if not isinstance(state, dict) or "epoch" not in state:
+        return None, "not a tralgo checkpoint"
+    return state, None
+
+
+def _load_checkpoint(out: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The latest good checkpoint of the run in ``out``: checkpoint.pt, or the one before it
+    (checkpoint.prev.pt) when checkpoint.pt is damaged or missing. None when there is none."""
+    path, previous = out / CHECKPOINT_FILE, out / PREVIOUS_CHECKPOINT_FILE
+    state, problem = _read_checkpoint(path)
+    if state is not None:
+        return state
+    fallback, fallback_problem = _read_checkpoint(previous)
+    if fallback is not None:
+        if problem is None:
+            log(f"{out}: no {CHECKPOINT_FILE} (killed while replacing it); resuming from {previous} "
+                f"(epoch {fallback['epoch']})")
+        else:
+            # Gone, so that the next save does not keep the damaged file as the "previous" one.
+            path.unlink()
+            log(f"{path} is unreadable ({problem}); deleted it and resuming from the previous checkpoint "
+                f"{previous} (epoch {fallback['epoch']})")
+        return fallback
+    if problem is None and fallback_problem is None:
+        return None
+    unusable = [f"{p} is unreadable ({why})" for p, why in ((path, problem), (previous, fallback_problem)) if why]
+    raise RunError(f"{'; '.join(unusable)}, and there is no earlier good checkpoint; "
+                   "use --overwrite to start again")
 
 
 def _truncate_metrics(path: Path, epochs: int) -> list[dict]:
@@ -570,27 +625,52 @@ def _format_epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _tensorboard_writer(out: Path):
+def _require_tensorboard() -> None:
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         raise RunError("--tensorboard needs the 'tensorboard' package (pip install tensorboard); "
                        "run without --tensorboard or install it") from None
+
+
+def _tensorboard_writer(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def run_folder_path(out: str | os.PathLike) -> Path:
+    """``--out`` as a path; an empty one is refused (it would mean the current folder)."""
+    if not str(out).strip():
+        raise RunError("--out must name a run folder, got an empty path (it would mean the current folder; "
+                       "pass --out . to use that on purpose)")
+    return Path(out)
 
 
 def run_training(config: TrainConfig, options: RunOptions, *, dataset=None, log: Callable[[str], None] = print) -> int:
     """Train ``config`` in the run folder ``options.out``; return the process exit code
     (0 finished, 3 diverged). Raises RunError/ValueError/DataError for the CLI to report."""
     config = config.resolved()
+    out = run_folder_path(options.out)
+    if options.tensorboard:
+        _require_tensorboard()  # before anything is written
     ctx, device = init_distributed(options.device)
     if device.type == "cpu":
         torch.set_num_threads(options.threads or 1)
     elif options.threads:
         torch.set_num_threads(options.threads)
-    out = Path(options.out)
+    lock = FolderLock(out, "training process", LOCK_FILE) if ctx.is_main else None
+    try:
+        return _train_in_folder(config, options, out, lock, ctx, device, dataset, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in_folder(config: TrainConfig, options: RunOptions, out: Path, lock: FolderLock | None,
+                     ctx: DistContext, device: torch.device, dataset, log) -> int:
     # Rank 0 decides and tells the others, so that all ranks act on the same folder state.
-    decision = _broadcast_object(_decide(out, config, options) if ctx.is_main else None, ctx)
+    decision = _broadcast_object(_decide(out, config, options, lock, log) if ctx.is_main else None, ctx)
     if isinstance(decision, Exception):
         raise decision
     if decision == "done":
@@ -601,9 +681,10 @@ def run_training(config: TrainConfig, options: RunOptions, *, dataset=None, log:
 
     trainer = Trainer(config, dataset, device=device, ctx=ctx, data_dir=options.data_dir)
     if decision == "resume":
-        state = _load_checkpoint(out / CHECKPOINT_FILE)
+        state = _resume_state(out, ctx, log)
         if state is not None:
-            check_same_settings(state["config"], config, out / CHECKPOINT_FILE)  # config.json may be gone
+            # config.json may be gone; the checkpoint knows its settings too
+            check_same_settings(state["config"], config, out / CHECKPOINT_FILE)
             trainer.load_state_dict(state)
     if ctx.is_main:
         kept = _truncate_metrics(out / METRICS_FILE, trainer.epoch)
@@ -624,8 +705,42 @@ def run_training(config: TrainConfig, options: RunOptions, *, dataset=None, log:
             writer.close()
 
 
-def _decide(out: Path, config: TrainConfig, options: RunOptions):
+def _resume_state(out: Path, ctx: DistContext, log) -> dict[str, Any] | None:
+    """The checkpoint to resume from: rank 0 picks it (and may delete a damaged one), the other
+    ranks read the same file."""
+    if ctx.is_main:
+        try:
+            state = _load_checkpoint(out, log)
+        except RunError as e:
+            _broadcast_object(e, ctx)
+            raise
+        _broadcast_object(None if state is None else int(state["epoch"]), ctx)
+        return state
+    epoch = _broadcast_object(None, ctx)
+    if isinstance(epoch, Exception):
+        raise epoch
+    if epoch is None:
+        return None
+    for path in (out / CHECKPOINT_FILE, out / PREVIOUS_CHECKPOINT_FILE):
+        state, _ = _read_checkpoint(path)
+        if state is not None and int(state["epoch"]) == epoch:
+            return state
+    raise RunError(f"rank {ctx.rank} cannot read the checkpoint of epoch {epoch} that rank 0 resumes from in {out}")
+
+
+def _decide(out: Path, config: TrainConfig, options: RunOptions, lock: FolderLock, log):
     try:
+        if options.overwrite:
+            _refuse_foreign_folder(out)  # before the lock leaves its files in a foreign folder
+        try:
+            lock.acquire()
+        except FolderInUseError as e:
+            raise RunError(str(e)) from None
+        # Only this process writes the run's files now: temporary files are a killed writer's.
+        stale = remove_stale_temp_files(out, RUN_FILES)
+        if stale:
+            log(f"{out}: removed {len(stale)} temporary file(s) left by a killed process "
+                f"({', '.join(p.name for p in stale)})")
         return _prepare_folder(out, config, options)
     except RunError as e:
         return e
@@ -671,7 +786,7 @@ def _epoch_loop(trainer: Trainer, out: Path, options: RunOptions, writer, show_b
         state = trainer.state_dict()  # collective: every rank takes part
         if ctx.is_main:
             append_jsonl(out / METRICS_FILE, record)
-            atomic_torch_save(state, out / CHECKPOINT_FILE)
+            atomic_torch_save(state, out / CHECKPOINT_FILE, previous=out / PREVIOUS_CHECKPOINT_FILE)
             if writer is not None:
                 for key, value in record.items():
                     if isinstance(value, (int, float)) and key != "epoch":
@@ -686,6 +801,8 @@ def _epoch_loop(trainer: Trainer, out: Path, options: RunOptions, writer, show_b
 def _write_result(out: Path, status: str, epochs_completed: int, final: dict | None, wall_s: float) -> None:
     atomic_write_json(out / RESULT_FILE, {"status": status, "epochs_completed": epochs_completed,
                                           "final": final, "wall_s": wall_s})
+    # A run that has ended resumes no more: the fallback checkpoint would only double the disk use.
+    (out / PREVIOUS_CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tralgo
-from tralgo.experiments.io import (append_jsonl, atomic_torch_save, atomic_write_bytes, atomic_write_json,
-                                   atomic_write_text, read_jsonl)
+from tralgo.experiments.io import (FolderLock, append_jsonl, atomic_torch_save, atomic_write_bytes,
+                                   atomic_write_json, atomic_write_text, read_jsonl, remove_stale_temp_files)
 from tralgo.gan.data import AlignedFolder, ProceduralScenes, to_image, png_bytes
 from tralgo.gan.networks import NLayerDiscriminator, UnetGenerator, init_weights
 
@@ -38,6 +38,7 @@ OPTIMIZERS = ("adam", "tradam")
 TR_TARGETS = ("both", "G", "D")
 LAM_SCALINGS = ("constant", "inverse_lr")
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, RESULT_FILE = "config.json", "metrics.jsonl", "checkpoint.pt", "result.json"
+LOCK_FILE = "lock"  # held by the one training process of the folder (+ "lock.holder")
 # Settings that may change on --resume without changing the run's arithmetic.
 RUNTIME_FIELDS = ("device", "threads")
 
@@ -259,14 +260,40 @@ def _prepare_run_dir(run_dir: Path, config: GANConfig, resume: bool) -> None:
         atomic_write_json(config_path, dataclasses.asdict(config))
 
 
+def _run_dir_path(run_dir: str | Path) -> Path:
+    if not str(run_dir).strip():
+        raise ValueError("--run must name a run folder, got an empty path (it would mean the current folder; "
+                         "pass --run . to use that on purpose)")
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists() and run_dir.is_dir():
+        ours = {LOCK_FILE, LOCK_FILE + ".holder"}  # a start killed before it wrote config.json
+        foreign = sorted(e.name for e in run_dir.iterdir() if e.name not in ours and not e.name.endswith(".tmp"))
+        if foreign:
+            raise RunExistsError(f"{str(run_dir)!r} is not a GAN run folder (no {CONFIG_FILE}, but it holds "
+                                 f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}): "
+                                 "pick a new or empty folder")
+    return run_dir
+
+
 def train(config: GANConfig, run_dir: str | Path, resume: bool = False, log: Callable[[str], None] = print,
           stop_after: int | None = None) -> dict:
     """Train (or resume) the run in ``run_dir``; returns result.json's content.
 
     ``stop_after`` returns ``{"status": "stopped"}`` at the first checkpoint at or after that many
     iterations, without writing result.json: the state a kill right after a checkpoint leaves.
+    One process at a time trains in a folder (a second one fails at once: FolderInUseError).
     """
-    run_dir = Path(run_dir)
+    run_dir = _run_dir_path(run_dir)
+    with FolderLock(run_dir, "GAN training process", LOCK_FILE):
+        # Only this process writes the run's files now: temporary files are a killed writer's.
+        stale = remove_stale_temp_files(run_dir, (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, RESULT_FILE))
+        if stale:
+            log(f"{run_dir}: removed {len(stale)} temporary file(s) left by a killed process")
+        return _train(config, run_dir, resume, log, stop_after)
+
+
+def _train(config: GANConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
+           stop_after: int | None) -> dict:
     _prepare_run_dir(run_dir, config, resume)
     if (run_dir / RESULT_FILE).exists():
         return json.loads((run_dir / RESULT_FILE).read_text())
