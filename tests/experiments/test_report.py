@@ -73,13 +73,85 @@ def test_table_gives_mean_std_n_and_counts_diverged_and_failed(headline, tmp_pat
     assert "Report command: `tralgo report x`" in text and "CPU cores" in text
 
 
-def test_findings_name_the_control_that_explains_the_gain(headline, tmp_path):
-    text = report.build_report([headline], tmp_path / "out", title="T", command="c", plots=False)
-    finding = next(l for l in text.splitlines() if l.startswith("- batch_size 8: TRSGD vs SGD"))
-    assert "better" in finding and "explained by LAM0" in finding
-    assert "Diverged runs: 1 of 6 (TRSGD)" in finding
+def _finding(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def _with_report_opts(tmp_path, report_opts) -> Path:
+    """The headline study again, with ``report_opts`` as its [study.report] table."""
+    root = tmp_path / "runs_opts"
+    for seed, a in enumerate(SGD, start=1):
+        make_run(root, "head", "sgd", seed, a, report_opts=report_opts)
+        make_run(root, "head", "trsgd", seed, a + 0.02 + 0.001 * seed, role="tr", base="sgd", variant_index=1,
+                 report_opts=report_opts)
+        make_run(root, "head", "lam0", seed, a + 0.02 + 0.001 * (6 - seed), role="control", base="sgd",
+                 variant_index=2, report_opts=report_opts)
+        make_run(root, "head", "accum", seed, a - 0.05, role="control", base="sgd", variant_index=3,
+                 report_opts=report_opts)
+    return root
+
+
+def test_findings_name_the_control_that_explains_the_gain(tmp_path):
+    # TR - LAM0 per seed: -0.4, -0.2, 0, +0.2, +0.4 pp: inside a 1 pp margin by TOST even after Holm.
+    root = _with_report_opts(tmp_path, {"equivalence_margin": 0.01})
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    finding = _finding(text, "- batch_size 8: TRSGD vs SGD")
+    assert "better" in finding and "Holm p" in finding
+    assert "The gain is explained by LAM0 (TR − it equivalent within ±1.00 pp" in finding
     # TR is significantly better than accumulation, which is not an explanation.
-    assert "ACCUM" not in finding.split("explained by")[1]
+    assert "ACCUM" not in finding.split("explained by")[1].split(".")[0]
+    assert "TR beats: ACCUM" in finding
+    d = stats.paired_difference({s: a + 0.02 + 0.001 * s for s, a in enumerate(SGD, 1)},
+                                {s: a + 0.02 + 0.001 * (6 - s) for s, a in enumerate(SGD, 1)})
+    tost = stats.holm([d.tost_p(0.01), 1.0, 1.0])[0]  # the least the Holm-adjusted TOST p can be
+    row = _finding(text, "| batch_size 8 | TRSGD − LAM0 ★ |")
+    assert "**equivalent**" in row and tost < 0.05
+
+
+def test_no_explanation_without_a_declared_margin(headline, tmp_path):
+    text = report.build_report([headline], tmp_path / "out", title="T", command="c", plots=False)
+    finding = _finding(text, "- batch_size 8: TRSGD vs SGD")
+    assert "better" in finding and "explained by" not in finding
+    assert "not tested: the study declares no equivalence_margin" in finding
+    assert "Diverged runs: 1 of 6 (TRSGD)" in finding
+    # TR - LAM0 is not significant, and without a margin it cannot be shown equivalent either.
+    assert "TR vs LAM0: not distinguishable with 5 seeds (smallest detectable difference" in finding
+
+
+def test_explanation_needs_the_contrast_in_the_declared_family(tmp_path):
+    root = _with_report_opts(tmp_path, {"equivalence_margin": 0.01, "contrasts": [["trsgd", "sgd"]]})
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    finding = _finding(text, "- batch_size 8: TRSGD vs SGD")
+    assert "better" in finding and "explained by" not in finding
+    assert "| batch_size 8 | TRSGD − SGD ★ |" in text and "| batch_size 8 | TRSGD − LAM0 |" in text
+    assert "family of 1 contrasts, Holm-corrected (declared in the spec)" in text
+
+
+def test_declared_contrast_between_non_tr_variants_is_reported(tmp_path):
+    root = _with_report_opts(tmp_path, {"equivalence_margin": 0.01, "contrasts": [["lam0", "accum"]]})
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    assert "| batch_size 8 | LAM0 − ACCUM ★ |" in text
+    assert "better (+7." in _finding(text, "- batch_size 8: LAM0 vs ACCUM")
+    # TR - SGD is now outside the family: numbers, but no claim.
+    assert "exploratory, not in the study's family" in _finding(text, "- batch_size 8: TRSGD vs SGD")
+
+
+def test_better_only_after_holm_over_the_family(tmp_path):
+    # Three contrasts with unadjusted p just under 0.05 each: none survives Holm (3 x p > 0.05).
+    root = tmp_path / "runs"
+    deltas = {"tra": [0.01, 0.003, 0.012, 0.002, 0.006], "trb": [0.012, 0.002, 0.01, 0.003, 0.006],
+              "trc": [0.002, 0.012, 0.003, 0.01, 0.006]}
+    for seed, a in enumerate(SGD, start=1):
+        make_run(root, "s", "sgd", seed, a)
+        for i, (name, d) in enumerate(deltas.items(), start=1):
+            make_run(root, "s", name, seed, a + d[seed - 1], role="tr", base="sgd", variant_index=i)
+    ps = [stats.mean_ci95(d).p for d in deltas.values()]
+    assert all(p < 0.05 for p in ps) and all(q > 0.05 for q in stats.holm(ps))
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    finding = _finding(text, "- batch_size 8: TRA vs SGD")
+    mde = stats.minimum_detectable_effect(5, stats.sample_std(deltas["tra"]), alpha=0.05 / 3)
+    assert f"not distinguishable with 5 seeds (smallest detectable difference {100 * mde:.2f} pp" in finding
+    assert "better" not in finding
 
 
 def test_findings_say_plainly_when_tr_does_not_help(tmp_path):
@@ -88,7 +160,25 @@ def test_findings_say_plainly_when_tr_does_not_help(tmp_path):
         make_run(root, "s", "sgd", seed, a)
         make_run(root, "s", "trsgd", seed, a + (0.01 if seed % 2 else -0.01), role="tr", base="sgd", variant_index=1)
     text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
-    assert "TRSGD vs SGD: no significant difference" in text
+    diffs = [0.01 if seed % 2 else -0.01 for seed in range(1, 6)]
+    mde = stats.minimum_detectable_effect(5, stats.sample_std(diffs))
+    assert f"TRSGD vs SGD: not distinguishable with 5 seeds (smallest detectable difference {100 * mde:.2f} pp" in text
+
+
+@pytest.mark.parametrize("report_opts,message", [
+    ({"equivalence_margin": 0}, r"equivalence_margin must be a number in \(0, 1\)"),
+    ({"equivalence_margin": 1.5}, r"equivalence_margin must be a number in \(0, 1\)"),
+    ({"equivalence_margin": "1pp"}, r"equivalence_margin must be a number in \(0, 1\)"),
+    ({"contrasts": []}, "contrasts must be a non-empty list of"),
+    ({"contrasts": ["trsgd", "sgd"]}, "each contrast must be a pair"),
+    ({"contrasts": [["trsgd", "trsgd"]]}, "each contrast must be a pair"),
+    ({"contrasts": [["trsgd", "adam"]]}, "names 'adam', not a variant of the study"),
+    ({"contrasts": [["trsgd", "sgd"], ["trsgd", "sgd"]]}, "appears twice"),
+])
+def test_report_settings_are_checked_with_one_line_errors(report_opts, message):
+    with pytest.raises(ValueError, match=message):
+        report.check_report_settings(report_opts, ["sgd", "trsgd"], "study 'x'")
+    report.check_report_settings({"equivalence_margin": 0.005, "contrasts": [["trsgd", "sgd"]]}, ["sgd", "trsgd"], "x")
 
 
 def test_curve_band_is_mean_and_std_over_seeds(tmp_path):
@@ -206,4 +296,4 @@ def test_pivot_repeats_a_variant_that_ignores_the_axis(tmp_path):
     assert "| TRSGD | 71.50 ± 0.71 (2) | 73.50 ± 0.71 (2) |" in table
     # S = 1 pairs with the SGD runs that ignore S.
     (entry_s1, entry_s10) = report.comparisons(study)
-    assert entry_s1["vs_base"].mean == pytest.approx(0.0) and entry_s10["vs_base"].mean == pytest.approx(0.02)
+    assert entry_s1["vs_base"].diff.mean == pytest.approx(0.0) and entry_s10["vs_base"].diff.mean == pytest.approx(0.02)

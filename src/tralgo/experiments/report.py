@@ -6,12 +6,14 @@ settings), the report gives
 * per configuration: final test accuracy as mean ± std over seeds and the number of seeds, with
   the diverged, failed and unfinished runs counted (never dropped silently);
 * for every TR optimizer and control: the paired difference to its base over the seeds both
-  finished, with a 95% t confidence interval, and TR minus each control;
+  finished, with a 95% t confidence interval, and TR minus each control; the t-test p, Holm's
+  correction over the study's declared family of contrasts, two one-sided tests (TOST) at its
+  equivalence margin and the smallest detectable difference (see ``comparisons``);
 * plots like the paper's Figures 1-3: the mean curve over seeds with a ±1 std band;
 * a "Findings" section that says, in words, whether TR beats its base and which control explains
   a gain; and how busy the sweep kept its workers (wall time against the sum of run times).
 
-It reads only small JSON files and imports neither torch nor scipy, so 500 runs take seconds.
+It reads only small JSON files and does not import torch, so 500 runs take seconds.
 """
 from __future__ import annotations
 
@@ -280,8 +282,100 @@ def pivot_table(study: Study, axis: str) -> str:
     return _md_table(["variant"] + [f"{axis} {c}" for c in columns], rows)
 
 
+# Statistics of a study (see tralgo.experiments.stats): every contrast is a paired difference over
+# seeds; the family a study declares in advance ([study.report] contrasts) gets Holm's correction
+# for the t-tests and, separately, for the equivalence tests (TOST at [study.report]
+# equivalence_margin). Claims in words ("better", "worse", "equivalent", "explained by") are made
+# only for family members after the correction; everything else is shown as exploratory numbers.
+REPORT_STAT_KEYS = ("equivalence_margin", "contrasts")
+
+
+def check_report_settings(report: Any, variants: list[str], where: str) -> None:
+    """Validate the statistical keys of a study's ``[study.report]`` table (one-line ValueError).
+
+    ``equivalence_margin``: a number > 0 in metric units (accuracy as a fraction: 0.01 = 1 pp).
+    ``contrasts``: a list of ``[a, b]`` pairs of distinct variant names of the study, meaning
+    ``a - b``; the study's primary family, at every grid point where both have runs.
+    """
+    if not isinstance(report, dict):
+        raise ValueError(f"{where}: [study.report] must be a table, got {report!r}")
+    margin = report.get("equivalence_margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
+                               or not 0 < margin < 1):
+        raise ValueError(f"{where} [study.report]: equivalence_margin must be a number in (0, 1) "
+                         f"(accuracy units: 0.01 = 1 pp), got {margin!r}")
+    contrasts = report.get("contrasts")
+    if contrasts is None:
+        return
+    if not isinstance(contrasts, list) or not contrasts:
+        raise ValueError(f"{where} [study.report]: contrasts must be a non-empty list of [a, b] variant pairs, "
+                         f"got {contrasts!r}")
+    seen = set()
+    for pair in contrasts:
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(v, str) for v in pair)
+                or pair[0] == pair[1]):
+            raise ValueError(f"{where} [study.report]: each contrast must be a pair [a, b] of two different "
+                             f"variant names, got {pair!r}")
+        unknown = [v for v in pair if v not in variants]
+        if unknown:
+            raise ValueError(f"{where} [study.report]: contrast {pair!r} names {unknown[0]!r}, not a variant of "
+                             f"the study ({', '.join(variants)})")
+        if tuple(pair) in seen:
+            raise ValueError(f"{where} [study.report]: contrast {pair!r} appears twice")
+        seen.add(tuple(pair))
+
+
+@dataclass
+class Contrast:
+    """``a - b`` over the seeds both cells finished, with its tests."""
+
+    a: Cell
+    b: Cell
+    diff: stats.PairedDifference
+    margin: float | None          # equivalence margin of the study (metric units), None: not declared
+    in_family: bool = False
+    family_size: int = 0
+    family_declared: bool = False  # the study names its family; else the default family
+    p_holm: float = math.nan      # Holm-adjusted t-test p over the family
+    tost_p: float = math.nan      # TOST p at the margin (unadjusted)
+    tost_holm: float = math.nan   # Holm-adjusted TOST p over the family
+    mde: float = math.nan         # detectable difference (power 0.8) at the level the claim is tested
+
+    @property
+    def name(self) -> str:
+        return f"{self.a.label} − {self.b.label}"
+
+    @property
+    def different(self) -> bool:
+        """Significant after Holm over the declared family."""
+        return self.in_family and self.p_holm < stats.ALPHA
+
+    @property
+    def equivalent(self) -> bool:
+        """Shown equivalent within the margin by TOST, after Holm over the declared family."""
+        return self.in_family and self.tost_holm < stats.ALPHA
+
+
+def _contrast(a: Cell, b: Cell, margin: float | None) -> Contrast:
+    diff = stats.paired_difference(a.values(), b.values())
+    return Contrast(a, b, diff, margin, tost_p=diff.tost_p(margin) if margin else math.nan)
+
+
+def _cell_of(study: Study, variant: str, point: tuple) -> Cell | None:
+    """The cell of ``variant`` at ``point``, or at the part of it the variant's grid has (it may ignore axes)."""
+    exact = study.cell(variant, point)
+    if exact is not None:
+        return exact
+    for (v, p), candidate in study.cells.items():
+        if v == variant and set(p) <= set(point):
+            return candidate
+    return None
+
+
 def comparisons(study: Study) -> list[dict]:
-    """Every TR cell against its base and against each control of the same base and point."""
+    """Every TR cell against its base and against each control of the same base and point, plus the
+    study's declared contrasts; the family gets Holm's correction (see ``_apply_family``)."""
+    margin = study.report.get("equivalence_margin")
     out = []
     ordered = study.ordered_cells()
     for cell in ordered:
@@ -290,67 +384,151 @@ def comparisons(study: Study) -> list[dict]:
         base = _base_cell(study, cell)
         if base is None:
             continue
-        entry = {"cell": cell, "base": base, "vs_base": stats.paired_difference(cell.values(), base.values()),
-                 "controls": []}
+        entry = {"cell": cell, "base": base, "vs_base": _contrast(cell, base, margin), "controls": [],
+                 "declared": False}
         for other in ordered:
             if other.role == "control" and other.base == cell.base and other.point == cell.point:
-                entry["controls"].append({
-                    "cell": other,
-                    "control_vs_base": stats.paired_difference(other.values(), base.values()),
-                    "tr_vs_control": stats.paired_difference(cell.values(), other.values()),
-                })
+                entry["controls"].append({"cell": other, "control_vs_base": _contrast(other, base, margin),
+                                          "tr_vs_control": _contrast(cell, other, margin)})
         out.append(entry)
+    shown = {(c.a.variant, c.b.variant, c.a.point): c for c in _entry_contrasts(out)}
+    for a_name, b_name in study.report.get("contrasts") or []:
+        for point in study.points():
+            a, b = study.cell(a_name, point), _cell_of(study, b_name, point)
+            if a is None or b is None or (a_name, b_name, point) in shown:
+                continue
+            shown[(a_name, b_name, point)] = c = _contrast(a, b, margin)
+            out.append({"cell": a, "base": b, "vs_base": c, "controls": [], "declared": True})
+    _apply_family(study, _entry_contrasts(out))
     return out
 
 
-def comparison_table(entries: list[dict]) -> str:
-    header = ["configuration", "TR variant", "TR − base", "control", "control − base", "TR − control"]
-    rows = []
+def _entry_contrasts(entries: list[dict]) -> list[Contrast]:
+    out = []
     for e in entries:
-        point, cell = _point_text(e["cell"].point), e["cell"]
-        first = [point, cell.label, e["vs_base"].format(scale=100)]
-        if not e["controls"]:
-            rows.append(first + ["–", "–", "–"])
-        for i, c in enumerate(e["controls"]):
-            lead = first if i == 0 else ["", "", ""]
-            rows.append(lead + [c["cell"].label, c["control_vs_base"].format(scale=100),
-                                c["tr_vs_control"].format(scale=100)])
-    return _md_table(header, rows)
+        out.append(e["vs_base"])
+        for c in e["controls"]:
+            out += [c["control_vs_base"], c["tr_vs_control"]]
+    return out
 
 
-def _verdict(d: stats.PairedDifference) -> str:
+def _apply_family(study: Study, contrasts: list[Contrast]) -> None:
+    """Mark the family and fill in its Holm-adjusted p-values and detectable differences.
+
+    The family is the study's declared ``contrasts`` at every grid point; a study that declares none
+    gets every TR − base and TR − control contrast (the claims its findings make). The detectable
+    difference of a family member is computed at alpha / (family size), the level of Holm's first
+    step, so it is detected whatever the other members' p-values are; other contrasts at alpha.
+    """
+    declared = study.report.get("contrasts")
+    if declared:
+        wanted = {tuple(pair) for pair in declared}
+        family = [c for c in contrasts if (c.a.variant, c.b.variant) in wanted]
+    else:
+        family = [c for c in contrasts if c.a.role == "tr" and c.b.variant != c.a.variant]
+    p_holm = stats.holm([c.diff.p for c in family])
+    tost_holm = stats.holm([c.tost_p for c in family]) if study.report.get("equivalence_margin") else [math.nan] * len(family)
+    for c, p, q in zip(family, p_holm, tost_holm):
+        c.in_family, c.family_size, c.p_holm, c.tost_holm = True, len(family), p, q
+    for c in contrasts:
+        c.family_declared = bool(declared)
+        alpha = stats.ALPHA / c.family_size if c.in_family else stats.ALPHA
+        c.mde = c.diff.mde(alpha=alpha)
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _pp(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def _tost_text(c: Contrast) -> str:
+    if not c.margin:
+        return "no margin declared"
+    if c.diff.n < 2:
+        return "needs 2 pairs"
+    if not c.in_family:
+        return f"p {_p(c.tost_p)} (exploratory)"
+    return f"p {_p(c.tost_p)}, Holm {_p(c.tost_holm)}: " + ("**equivalent**" if c.equivalent else "not shown")
+
+
+def comparison_table(entries: list[dict]) -> str:
+    """One row per contrast: paired difference with CI, t-test p (Holm-adjusted for the declared
+    family, marked ★), the TOST verdict at the study's margin and the detectable difference."""
+    contrasts = []
+    for e in entries:
+        contrasts.append(e["vs_base"])
+        for c in e["controls"]:
+            contrasts += [c["control_vs_base"], c["tr_vs_control"]]
+    margin = next((c.margin for c in contrasts if c.margin), None)
+    family_size = next((c.family_size for c in contrasts if c.in_family), 0)
+    header = ["configuration", "contrast (★ = family)", "diff pp [95% CI] (pairs)", "p", "Holm p",
+              f"TOST ±{100 * margin:.2g} pp" if margin else "TOST", "detectable diff pp"]
+    rows = [[_point_text(c.a.point), c.name + (" ★" if c.in_family else ""), c.diff.format(scale=100), _p(c.diff.p),
+             _p(c.p_holm) if c.in_family else "–", _tost_text(c), _pp(c.mde)] for c in contrasts]
+    declared = any(c.family_declared for c in contrasts)
+    note = (f"★: the study's family of {family_size} contrasts, Holm-corrected ("
+            + ("declared in the spec" if declared else "none declared in the spec: every TR − base and "
+               "TR − control contrast") + "). "
+            "p: two-sided paired t-test. TOST: two one-sided paired t-tests at the study's equivalence margin "
+            f"(each at {stats.ALPHA}). Detectable diff: smallest true difference found with power "
+            f"{stats.POWER} (two-sided, at α = {stats.ALPHA}/{family_size or 1} for family members, {stats.ALPHA} "
+            "otherwise), from the observed spread of the paired differences.")
+    return note + "\n\n" + _md_table(header, rows)
+
+
+def _detectable(c: Contrast) -> str:
+    return (f"not distinguishable with {c.diff.n} seeds (smallest detectable difference "
+            f"{_pp(c.mde)} pp; {c.diff.format(scale=100)} pp)")
+
+
+def _verdict(c: Contrast) -> str:
+    d = c.diff
     if d.n < 2:
         return "cannot be judged yet (fewer than 2 paired seeds)"
-    if not d.significant:
-        return f"no significant difference ({d.format(scale=100)} pp)"
-    return f"{'better' if d.mean > 0 else 'worse'} ({d.format(scale=100)} pp)"
+    if not c.in_family:
+        return (f"exploratory, not in the study's family: {d.format(scale=100)} pp, unadjusted p {_p(d.p)}; "
+                "no claim is made")
+    if c.different:
+        return f"{'better' if d.mean > 0 else 'worse'} ({d.format(scale=100)} pp, Holm p {_p(c.p_holm)})"
+    if c.equivalent:
+        return (f"equivalent within ±{_pp(c.margin)} pp ({d.format(scale=100)} pp, TOST Holm p "
+                f"{_p(c.tost_holm)})")
+    return _detectable(c)
 
 
 def findings(study: Study, entries: list[dict]) -> list[str]:
-    """Plain-language statements, one per TR configuration, naming the control that explains a gain."""
+    """Plain-language statements, one per TR configuration and declared contrast. A gain is
+    "explained by" a control only when TR − control is shown equivalent (TOST, Holm)."""
     lines = []
+    margin = study.report.get("equivalence_margin")
     for e in entries:
-        cell, base, d = e["cell"], e["base"], e["vs_base"]
-        where = _point_text(cell.point)
-        text = f"{where}: {cell.label} vs {base.label}: {_verdict(d)}."
-        if d.significant and d.mean > 0:
-            explaining = [c["cell"].label for c in e["controls"]
-                          if c["control_vs_base"].significant and c["control_vs_base"].mean > 0
-                          and not (c["tr_vs_control"].significant and c["tr_vs_control"].mean > 0)]
+        cell, base, c = e["cell"], e["base"], e["vs_base"]
+        text = f"{_point_text(cell.point)}: {cell.label} vs {base.label}: {_verdict(c)}."
+        if e["controls"] and c.different and c.diff.mean > 0:
+            explaining = [x for x in e["controls"] if x["tr_vs_control"].equivalent]
             if explaining:
-                them = "it gains" if len(explaining) == 1 else "each gains"
-                text += " The gain is explained by " + "; ".join(explaining) + \
-                        f" ({them} significantly over the base as well, and TR is not significantly better)."
-            elif e["controls"]:
-                text += " No control explains it: TR beats each control or the controls do not gain."
-        elif e["controls"]:
-            gaining = [c for c in e["controls"] if c["control_vs_base"].significant and c["control_vs_base"].mean > 0]
-            if gaining:
-                text += " Controls that do beat the base significantly: " + "; ".join(
-                    f"{c['cell'].label} ({c['control_vs_base'].format(scale=100)} pp; TR − it: "
-                    f"{c['tr_vs_control'].format(scale=100)} pp)" for c in gaining) + "."
-        better_controls = [c["cell"].label for c in e["controls"]
-                           if c["tr_vs_control"].significant and c["tr_vs_control"].mean < 0]
+                text += " The gain is explained by " + "; ".join(
+                    f"{x['cell'].label} (TR − it equivalent within ±{_pp(margin)} pp, TOST Holm p "
+                    f"{_p(x['tr_vs_control'].tost_holm)})" for x in explaining) + "."
+            elif not margin:
+                text += (" Whether a control explains it is not tested: the study declares no "
+                         "equivalence_margin.")
+            beaten = [x["cell"].label for x in e["controls"] if x["tr_vs_control"].different
+                      and x["tr_vs_control"].diff.mean > 0]
+            if beaten:
+                text += " TR beats: " + "; ".join(beaten) + "."
+        open_controls = [x for x in e["controls"] if x["tr_vs_control"].in_family and x["tr_vs_control"].diff.n >= 2
+                         and not x["tr_vs_control"].different and not x["tr_vs_control"].equivalent]
+        if open_controls:
+            text += " TR vs " + "; ".join(f"{x['cell'].label}: {_detectable(x['tr_vs_control'])}"
+                                          for x in open_controls) + "."
+        better_controls = [x["cell"].label for x in e["controls"]
+                           if x["tr_vs_control"].different and x["tr_vs_control"].diff.mean < 0]
         if better_controls:
             text += " Significantly better than TR: " + "; ".join(better_controls) + "."
         diverged = cell.count("diverged") + base.count("diverged")
@@ -622,8 +800,9 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
              "- Metric: final-epoch test accuracy on the full test set, in %; mean ± sample std (number of seeds). "
              "Diverged runs are not averaged in; they are counted in their own column and in the findings. "
              "Paired differences use the seeds that both configurations finished (same seed = same "
-             "initialisation and data order) with a 95% Student-t interval; a difference counts only when "
-             "its interval excludes 0.",
+             "initialisation and data order) with a 95% Student-t interval. Words (better, worse, equivalent, "
+             "explained by) are used only for a study's family of contrasts after Holm's correction; "
+             "\"equivalent\" needs two one-sided tests at the study's declared equivalence margin.",
              ""]
     sweep_cmds = sorted({shlex.join(s["argv"]) for s in sessions if s.get("argv")})
     if sweep_cmds:
