@@ -1,4 +1,5 @@
 """Small shared pieces of the core tests."""
+import pytest
 import torch
 
 
@@ -55,3 +56,7 @@ class Spy(torch.optim.Optimizer):
                     p.add_(p.grad, alpha=group["lr"] if group["maximize"] else -group["lr"])
         self.seen.append(record)
         return loss
+
+
+# Device-touching tests run on CUDA too when it is present, and report a skip when it is not.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
