@@ -13,8 +13,9 @@ Algorithm 1 of Zhang, Qu, Chen & Metaxas (IJCAI 2019), per parameter group, with
     base optimizer step with g and lr_k         (its own state is never reset)
     k     <- (k + 1) mod S
 
-``initial_lr`` is the group's ``lr`` at the moment the wrapper first sees the group (construction
-or ``add_param_group``), stored in the group as ``"tr_initial_lr"`` and overridable there.
+``initial_lr`` is the group's ``lr`` at the moment the wrapper first sees the group (construction,
+``add_param_group``, or loading a checkpoint without it), or the group's ``"initial_lr"`` when an
+LR scheduler has recorded one; stored in the group as ``"tr_initial_lr"`` and overridable there.
 """
 from __future__ import annotations
 
@@ -155,7 +156,9 @@ class TrajectoryRegularized(OptimizerWrapper):
     def _init_group(self, group: dict) -> None:
         super()._init_group(group)
         group.setdefault(COUNTER_KEY, 0)
-        group.setdefault(INITIAL_LR_KEY, _as_float(group["lr"]))
+        # The undecayed lr: a scheduler records it as "initial_lr" (a base-only checkpoint loaded
+        # mid-schedule carries it while "lr" is already decayed).
+        group.setdefault(INITIAL_LR_KEY, _as_float(group.get("initial_lr", group["lr"])))
         index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
         self._check_group(group, index)
 

@@ -11,6 +11,7 @@ so they can differ per group and travel in the base's standard ``state_dict``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from torch.optim import Optimizer
@@ -42,6 +43,7 @@ class OptimizerWrapper(Optimizer):
                 f"optimizer must be a torch.optim.Optimizer instance, got {type(optimizer).__name__}; "
                 f"build the base first, e.g. {type(self).__name__}(torch.optim.SGD(params, lr=0.1))"
             )
+        _check_state_is_saved(optimizer, type(self).__name__)
         self.optimizer = optimizer
         self._wrapper_defaults = dict(options)
         self._init_hooks()
@@ -83,6 +85,27 @@ class OptimizerWrapper(Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
+    def _base_step(self, *args: Any) -> Any:
+        """The base's step with the hooks registered on the base, but not torch's global hooks
+        (``register_optimizer_step_pre_hook``/``post_hook``): the user stepped the wrapper, whose
+        own patched ``step`` has fired them once already."""
+        base = self.optimizer
+        hooked_step = type(base).step
+        if "step" in vars(base) or not getattr(hooked_step, "hooked", False):
+            # The instance's step was replaced (e.g. by a scheduler built on the base): its
+            # wrapper must run, global hooks included.
+            return base.step(*args)
+        kwargs: dict[str, Any] = {}
+        args = (base, *args)
+        for pre_hook in list(base._optimizer_step_pre_hooks.values()):
+            result = pre_hook(base, args, kwargs)
+            if result is not None:
+                args, kwargs = result
+        out = hooked_step.__wrapped__(*args, **kwargs)
+        for post_hook in list(base._optimizer_step_post_hooks.values()):
+            post_hook(base, args, kwargs)
+        return out
+
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self._wrapper_defaults.items())
         return f"{type(self).__name__}({options}) over {self.optimizer!r}"
@@ -111,9 +134,96 @@ class OptimizerWrapper(Optimizer):
             result = hook(self, state_dict)
             if result is not None:
                 state_dict = result
+        _check_saved_groups(self.optimizer, state_dict)
         self._check_state_dict(state_dict)
         self.optimizer.load_state_dict(state_dict)  # torch casts state to each param's device/dtype
         for group in self.param_groups:
             self._init_group(group)  # a base-only or older checkpoint lacks the wrapper's keys
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
+
+
+# -- what a base must offer ----------------------------------------------------------------------
+
+_PROBE_KEY = "_tralgo_state_probe"
+
+
+def _check_state_is_saved(optimizer: Optimizer, wrapper: str) -> None:
+    """Refuse a base whose ``state_dict()`` does not save its own ``state``: a wrapper keeps its
+    per-parameter tensors (TRAlgo's anchors) there, so they would be missing from checkpoints.
+
+    timm's ``Lookahead`` keeps an empty ``state`` of its own and saves its inner optimizer's;
+    pytorch_optimizer's ``Lookahead`` saves ``{lookahead_state, base_optimizer}``. Both work the
+    other way round (the other wrapper outside), which the error says. Checked by writing a marker
+    into ``state`` and looking for it in ``state_dict()``; the marker is removed again.
+    """
+    if type(optimizer).__module__.startswith("torch.optim."):
+        return  # torch's own optimizers save their state in the standard format
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return
+    state, param = optimizer.state, params[0]
+    had_entry = param in state
+    entry = state.setdefault(param, {})
+    entry[_PROBE_KEY] = True
+    try:
+        saved = optimizer.state_dict()
+        standard = isinstance(saved, Mapping) and isinstance(saved.get("state"), Mapping) and "param_groups" in saved
+        # Read before the marker is removed: the saved entries are usually the live dicts.
+        marked = standard and any(isinstance(e, Mapping) and _PROBE_KEY in e for e in saved["state"].values())
+    except Exception:
+        # Some bases cannot save before a collective step (ZeroRedundancyOptimizer needs
+        # consolidate_state_dict); nothing can be concluded about them here.
+        return
+    finally:
+        entry.pop(_PROBE_KEY, None)
+        if not had_entry and not entry:
+            state.pop(param, None)
+    name = type(optimizer).__name__
+    order = f"wrap the other way round: {name}({wrapper}(...)), e.g. Lookahead(TRSGD(params, ...))"
+    if not standard:
+        keys = sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__
+        raise ValueError(
+            f"{name}.state_dict() is not in torch.optim's format (it has {keys}), so {wrapper}'s per-parameter "
+            f"state could not be saved in it or loaded back; {order}"
+        )
+    if not marked:
+        raise ValueError(
+            f"{name}.state_dict() does not save {name}.state (it saves another optimizer's), so {wrapper}'s "
+            f"per-parameter state would be silently missing from checkpoints; {order}"
+        )
+
+
+def _keys_filled_on_load(optimizer: Optimizer) -> set[str] | None:
+    """Group keys the base's ``__setstate__`` fills in for checkpoints that lack them (torch adds
+    flags such as ``fused`` or ``decoupled_weight_decay`` that old checkpoints do not have); None
+    when that cannot be found out without touching the base."""
+    scratch = object.__new__(type(optimizer))
+    scratch.__dict__["defaults"] = dict(optimizer.defaults)
+    try:
+        type(optimizer).__setstate__(scratch, {"state": {}, "param_groups": [{"params": []}]})
+        return set(scratch.__dict__["param_groups"][0])
+    except Exception:
+        return None
+
+
+def _check_saved_groups(optimizer: Optimizer, state_dict: Any) -> None:
+    """Refuse, before anything is loaded, a checkpoint that is not a torch.optim state dict or
+    whose groups lack hyperparameters the base reads at every step: torch would load it and the
+    next step would fail with a KeyError (Adam's state loaded into SGD, or SGD's into Adam)."""
+    name = type(optimizer).__name__
+    if not (isinstance(state_dict, Mapping) and "state" in state_dict and "param_groups" in state_dict):
+        keys = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        raise ValueError(f"state_dict must be a torch.optim state dict with 'state' and 'param_groups', got {keys}")
+    filled = _keys_filled_on_load(optimizer)
+    if filled is None:
+        return
+    needed = [key for key in optimizer.defaults if key not in filled]
+    for index, group in enumerate(state_dict["param_groups"]):
+        missing = [key for key in needed if key not in group]
+        if missing:
+            foreign = sorted(key for key in group if key != "params" and key not in optimizer.defaults)
+            raise ValueError(
+                f"param group {index} of the state_dict lacks {missing}, which {name} needs at every step "
+                f"(it has {foreign} instead): it was saved from a different optimizer; load it into that one"
+            )
