@@ -31,16 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tralgo.experiments import config as config_lib
 from tralgo.experiments import stats
 from tralgo.experiments.io import atomic_write_text, read_jsonl
 
 METRIC = "test_acc"
 CURVES = (("train_loss", "train loss"), ("test_loss", "test loss"), ("train_acc", "train accuracy"),
           ("test_acc", "test accuracy"))
-# Settings that never define a configuration (where/how a run ran, bookkeeping).
-NON_CONFIG_KEYS = frozenset({"out", "resume", "overwrite", "progress", "tensorboard", "device", "threads",
-                             "data_dir", "hostname", "git_commit", "versions", "world_size", "seed",
-                             "eval_batch_size", "max_epochs"})
+# Stale folders (moved aside by a sweep after a spec change), e.g. ``seed-1.stale-2``: not results.
+STALE_FOLDER = re.compile(r"\.stale-\d+$")
 
 
 # --------------------------------------------------------------------------- loading
@@ -52,9 +51,10 @@ class RunRecord:
     config: dict
     memberships: list[dict]
     status: str                   # finished / diverged / failed / unfinished / not started
-    final: dict | None            # the final metrics record (finished runs)
+    final: dict | None            # the final metrics record (finished runs): the curve's last
     curve: list[dict]             # metrics.jsonl records
-    error: str | None = None
+    error: str | None = None      # last line of a failed run's error
+    code: dict = field(default_factory=dict)  # {"git_commit": sha or None, "git_dirty": bool or None}
 
     @property
     def seed(self) -> Any:
@@ -68,13 +68,17 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def find_run_folders(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Run folders (holding config.json or sweep.json) and sweep event logs under ``paths``."""
-    runs, events = [], []
+def find_run_folders(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """Run folders (holding config.json or sweep.json), sweep event logs, and the stale folders
+    a sweep moved aside (``<folder>.stale-<n>``, skipped) under ``paths``."""
+    runs, events, stale = [], [], []
     for root in paths:
         if not root.exists():
             raise FileNotFoundError(f"RUNS: {str(root)!r} does not exist")
         for dirpath, dirnames, filenames in os.walk(root):
+            for name in [d for d in dirnames if STALE_FOLDER.search(d)]:
+                stale.append(Path(dirpath) / name)
+                dirnames.remove(name)
             if "sweep_events.jsonl" in filenames:
                 events.append(Path(dirpath) / "sweep_events.jsonl")
             if "config.json" in filenames or "sweep.json" in filenames:
@@ -82,47 +86,91 @@ def find_run_folders(paths: list[Path]) -> tuple[list[Path], list[Path]]:
                 dirnames[:] = []  # a run folder holds no further runs
             else:
                 dirnames.sort()
-    return sorted(set(runs)), sorted(set(events))
-
-
-def _derived_membership(config: dict) -> dict:
-    """For a folder not made by a sweep: group by optimizer and settings, pair TR* with its base."""
-    opt = str(config.get("optimizer", "?"))
-    name = opt
-    if opt.startswith("tr"):
-        name += f"-lam{config.get('lam')}-{config.get('lam_scaling')}-S{config.get('inner_steps')}"
-    grid = {k: str(config.get(k)) for k in ("dataset", "model", "batch_size") if k in config}
-    grid["seed"] = str(config.get("seed"))
-    tr = opt.startswith("tr")
-    return {"study": "runs", "variant": name, "role": "tr" if tr else "base", "base": opt[2:] if tr else None,
-            "grid": grid, "tuning": False, "report": {}}
+    return sorted(set(runs)), sorted(set(events)), sorted(set(stale))
 
 
 def load_run(folder: Path) -> RunRecord:
     config = _read_json(folder / "config.json") or {}
     sweep = _read_json(folder / "sweep.json")
+    code = {"git_commit": config.get("git_commit"), "git_dirty": config.get("git_dirty")}
     if sweep is not None:
         if not config:
-            config = dict(sweep.get("options", {}))
+            config = dict(sweep.get("config") or sweep.get("options", {}))
+            code = {k: (sweep.get("code") or {}).get(k) for k in ("git_commit", "git_dirty")}
         memberships = sweep.get("memberships", [])
     else:
-        memberships = [_derived_membership(config)]
+        memberships = []  # filled in by derive_memberships, which needs every run
     result = _read_json(folder / "result.json")
     curve = list(read_jsonl(folder / "metrics.jsonl")) if (folder / "metrics.jsonl").is_file() else []
     status_file = _read_json(folder / "sweep_status.json")
     error = None
     if result is not None and result.get("status") in ("finished", "diverged"):
         status = result["status"]
+        if not curve and result.get("final"):
+            curve = [result["final"]]
     elif status_file is not None and status_file.get("status") == "failed":
-        status, error = "failed", str(status_file.get("error", ""))
+        status = "failed"
+        error = (str(status_file.get("error", "")).strip().splitlines() or [""])[-1]
     elif (folder / "config.json").is_file() or curve:
         status = "unfinished"
     else:
         status = "not started"
-    final = None
-    if status == "finished":
-        final = result.get("final") or (curve[-1] if curve else None)
-    return RunRecord(folder, config, memberships, status, final, curve, error)
+    final = curve[-1] if status == "finished" and curve else None
+    return RunRecord(folder, config, memberships, status, final, curve, error, code)
+
+
+def _setting_label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _uses(optimizer: str, detail: str) -> bool:
+    """Whether ``optimizer`` uses the TR/Lookahead hyperparameter ``detail``."""
+    if detail.startswith("lookahead_"):
+        return optimizer.startswith("lookahead-")
+    return optimizer.startswith("tr")
+
+
+def derive_memberships(runs: list[RunRecord]) -> None:
+    """Study "runs" for the folders not made by a sweep, grouped by every setting that differs
+    among them (all of TrainConfig but the seed, experiments/config.py). TR and Lookahead
+    hyperparameters name the variant (``trsgd-lam0.2-inverse_lr-S10``) so that TR pairs with its
+    base at the same other settings, which form the grid point (``lr 0.05, batch_size 8``). A
+    hyperparameter an optimizer does not use (lam for sgd) does not separate its runs."""
+    plain = [r for r in runs if not r.memberships]
+    if not plain:
+        return
+    keys = config_lib.grouping_keys()
+
+    def value(run: RunRecord, key: str) -> Any:
+        v = config_lib.recorded_setting(run.config, key)
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) and isinstance(
+            config_lib.TRAIN_FIELDS[key].default, float) else v
+
+    differing = [k for k in keys if len({json.dumps(value(r, k)) for r in plain}) > 1]
+    details = set(config_lib.OPTIMIZER_DETAILS)
+    for run in plain:
+        opt = str(value(run, "optimizer"))
+        name = opt
+        if opt.startswith("tr"):
+            name += f"-lam{_setting_label(value(run, 'lam'))}-{value(run, 'lam_scaling')}-S{value(run, 'inner_steps')}"
+        shown = {"lam", "lam_scaling", "inner_steps"} if opt.startswith("tr") else set()
+        for k in differing:
+            if k in details and k not in shown and _uses(opt, k):
+                name += f"-{k}{_setting_label(value(run, k))}"
+        grid = {k: _setting_label(value(run, k)) for k in differing if k not in details and k != "optimizer"}
+        grid["seed"] = str(run.seed)
+        tr = opt.startswith("tr")
+        run.memberships = [{"study": "runs", "variant": name, "role": "tr" if tr else "base",
+                            "base": opt[2:] if tr else None, "grid": grid, "tuning": False, "report": {}}]
+
+
+def load_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path], list[Path]]:
+    """Every run under ``paths`` (memberships derived for folders not made by a sweep), the sweep
+    event logs and the skipped stale folders."""
+    folders, events, stale = find_run_folders(paths)
+    runs = [load_run(f) for f in folders]
+    derive_memberships(runs)
+    return runs, events, stale
 
 
 # --------------------------------------------------------------------------- grouping
@@ -191,6 +239,8 @@ def _label_key(label: str) -> tuple:
 
 
 def group(runs: list[RunRecord]) -> dict[str, Study]:
+    """Runs into studies and cells. Two runs of one cell with the same seed are an error: one
+    would silently replace the other in every paired statistic."""
     studies: dict[str, Study] = {}
     for run in runs:
         for m in run.memberships:
@@ -205,7 +255,13 @@ def group(runs: list[RunRecord]) -> dict[str, Study]:
                 label = m.get("label") or _variant_label(m["variant"], study)
                 study.cells[key] = Cell(m["study"], m["variant"], m.get("role", "base"), m.get("base"), point, label)
             study.variant_rank[m["variant"]] = int(m.get("variant_index", len(study.variant_rank)))
-            study.cells[key].runs.append(run)
+            cell = study.cells[key]
+            twin = next((r for r in cell.runs if r.seed == run.seed), None)
+            if twin is not None:
+                raise ValueError(f"{twin.folder} and {run.folder} are the same configuration (study {m['study']!r}, "
+                                 f"{m['variant']}, {_point_text(point)}) with the same seed {run.seed}; "
+                                 "report one of them, or give them different seeds")
+            cell.runs.append(run)
     return studies
 
 
@@ -548,7 +604,7 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
 def tuning_table(study: Study, metric: str = "val_acc") -> str:
     """Candidates of each tuned variant, their mean validation score (the sweep's own scoring
     rule), and which one the sweep chose for the study's runs."""
-    from tralgo.experiments.sweep import tuning_score, _value_label
+    from tralgo.experiments.sweep import _value_label, score
 
     chosen = []  # (variant, {(axis, label)}) of the values the final runs use
     for cell in study.cells.values():
@@ -559,7 +615,8 @@ def tuning_table(study: Study, metric: str = "val_acc") -> str:
     groups: dict[tuple, list] = defaultdict(list)
     for m, run in study.tuning:
         point = tuple((a, str(l)) for a, l in m["grid"].items() if a != "seed")
-        groups[(m["variant"], point)].append((run.status, tuning_score(run.folder, metric)))
+        last = run.curve[-1] if run.curve else None  # the run's data, not its folder: runs.csv rebuilds it
+        groups[(m["variant"], point)].append((run.status, score(run.status, last, metric, run.folder)))
     rows = []
     for (variant, point), results in sorted(groups.items()):
         statuses = [s for s, _ in results]
@@ -782,21 +839,55 @@ def machine_text() -> str:
             f"Python {platform.python_version()}, torch {torch_version}")
 
 
-def build_report(paths: list[Path], out: Path, *, title: str, command: str, plots: bool = True,
-                 spec: Path | None = None, spec_out: Path | None = None) -> str:
+def code_lines(runs: list[RunRecord]) -> list[str]:
+    """The code the runs were trained with, flagged when it differs between runs or was dirty."""
+    commits: dict[str, int] = defaultdict(int)
+    for r in runs:
+        if r.status != "not started":
+            commits[str(r.code.get("git_commit") or "unknown")] += 1
+    dirty = sum(bool(r.code.get("git_dirty")) for r in runs)
+    lines = []
+    if len(commits) > 1:
+        lines.append("- **Warning: these results mix code versions**: " + ", ".join(
+            f"commit {c[:12]} ({n} runs)" for c, n in sorted(commits.items(), key=lambda kv: (-kv[1], kv[0]))) +
+            ". Differences between configurations may be differences between versions of the code.")
+    elif list(commits) == ["unknown"]:
+        lines.append("- Code: the runs do not record a git commit.")
+    elif commits:
+        lines.append(f"- Code: commit {next(iter(commits))[:12]} for every run.")
+    if dirty:
+        lines.append(f"- **Warning: {dirty} run(s) ran from a checkout with uncommitted changes** (`git_dirty`); "
+                     "their code is not the commit's.")
+    return lines
+
+
+def run_time_text(runs: list[RunRecord]) -> str:
+    train_s = sum(float(r.final.get("wall_s", 0.0)) for r in runs if r.final and r.final.get("wall_s") is not None)
+    return (f"Training and evaluation time summed over the finished runs, as the trainer measures it: "
+            f"{train_s / 60:.1f} min. Sweep sessions (wall time, worker utilization) are in `compute.md` when "
+            "the report is built from run folders with their `sweep_events.jsonl`.")
+
+
+def build_report(paths: list[Path] | None, out: Path, *, title: str, command: str = "", plots: bool = True,
+                 spec: Path | None = None, spec_out: Path | None = None,
+                 runs: list[RunRecord] | None = None, export_csv: Path | None = None) -> str:
+    """Write ``out/report.md`` (and the plots) from the run folders under ``paths``, or from
+    ``runs`` (e.g. read from a runs.csv). report.md depends only on the runs' data, so the same
+    runs give the same bytes wherever and whenever it is built; the sweep sessions' timing goes
+    to ``out/compute.md``. ``export_csv`` also writes the runs as runs.csv."""
     started = time.perf_counter()
-    folders, event_files = find_run_folders(paths)
-    runs = [load_run(f) for f in folders]
+    sessions: list[dict] = []
+    if runs is None:
+        runs, event_files, _ = load_runs(paths or [])
+        sessions = sweep_sessions(event_files)
     studies = group(runs)
-    sessions = sweep_sessions(event_files)
     out.mkdir(parents=True, exist_ok=True)
     status_counts = defaultdict(int)
     for r in runs:
         status_counts[r.status] += 1
     parts = [f"# {title}", "",
-             f"- Report command: `{command}`",
-             f"- Machine: {machine_text()}",
-             f"- Run folders: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(status_counts.items())) + ")",
+             f"- Runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(status_counts.items())) + ")",
+             *code_lines(runs),
              "- Metric: final-epoch test accuracy on the full test set, in %; mean ± sample std (number of seeds). "
              "Diverged runs are not averaged in; they are counted in their own column and in the findings. "
              "Paired differences use the seeds that both configurations finished (same seed = same "
@@ -804,9 +895,6 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
              "explained by) are used only for a study's family of contrasts after Holm's correction; "
              "\"equivalent\" needs two one-sided tests at the study's declared equivalence margin.",
              ""]
-    sweep_cmds = sorted({shlex.join(s["argv"]) for s in sessions if s.get("argv")})
-    if sweep_cmds:
-        parts += ["Runs produced by: " + "; ".join(f"`{c}`" for c in sweep_cmds) + "", ""]
     all_findings = []
     body = []
     jobs: list[PlotJob] = []
@@ -831,8 +919,7 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
                 body += [f"![{job.title}]({job.path.name})", ""]
         failed = [r for c in study.cells.values() for r in c.runs if r.status == "failed"]
         for r in failed[:10]:
-            last = (r.error or "").strip().splitlines()[-1:] or [""]
-            body += [f"- failed: `{r.folder}`: {last[0]}"]
+            body += [f"- failed: `{r.folder}`: {r.error or ''}"]
         if failed:
             body += [""]
         study_findings = findings(study, entries)
@@ -842,11 +929,19 @@ def build_report(paths: list[Path], out: Path, *, title: str, command: str, plot
     parts += body
     if spec is not None:
         parts += ["## Coverage: what the spec plans and what ran", "", coverage_section(spec, spec_out), ""]
-    parts += ["## Compute", "", compute_section(sessions, runs), ""]
+    parts += ["## Compute", "", run_time_text(runs), ""]
     draw_all(jobs)
-    parts += [f"Report generated in {time.perf_counter() - started:.1f} s."]
     text = "\n".join(parts) + "\n"
     atomic_write_text(out / "report.md", text)
+    if sessions:
+        atomic_write_text(out / "compute.md", "# Sweep sessions\n\n" + compute_section(sessions, runs) + "\n\n"
+                          f"Machine that built this report: {machine_text()}.\n")
+    if export_csv is not None:
+        from tralgo.experiments import runs_csv
+
+        runs_csv.write_runs_csv(runs, export_csv)
+    if command:
+        print(f"{command}: {len(runs)} runs in {time.perf_counter() - started:.1f} s")
     return text
 
 
@@ -860,13 +955,19 @@ def _study_order(study: Study) -> tuple:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tralgo report", description="Summarise run folders (as made by tralgo train "
-                                "or tralgo sweep) into DIR/report.md with PNG plots.")
-    p.add_argument("runs", nargs="+", help="run folders, or folders searched recursively for run folders")
+                                "or tralgo sweep), or a runs.csv exported from them, into DIR/report.md with PNG "
+                                "plots. The same runs give the same report.md from either source.")
+    p.add_argument("runs", nargs="*", help="run folders, or folders searched recursively for run folders")
+    p.add_argument("--from", dest="from_csv", metavar="RUNS_CSV",
+                   help="build the report from a runs.csv (written by --export-csv) instead of run folders")
     p.add_argument("--out", required=True, help="folder for report.md and the plots")
+    p.add_argument("--export-csv", metavar="PATH",
+                   help="also write every run's settings and per-epoch metrics to PATH (one row per run, study "
+                        "membership and epoch), from which --from rebuilds this report")
     p.add_argument("--title", default="tralgo report", help="heading of the report")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (tables only)")
     p.add_argument("--spec", help="the sweep spec of RUNS: adds a coverage table of planned runs that did not "
-                   "run or finish")
+                   "run or finish (reads the run folders)")
     p.add_argument("--spec-out", help="run-folder root of --spec (default: the spec's 'out')")
     return p
 
@@ -874,12 +975,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     command = shlex.join(["tralgo", "report", *argv])
+    if bool(args.runs) == bool(args.from_csv):
+        print("tralgo report: error: give run folders (RUNS) or --from RUNS_CSV, not both and not neither",
+              file=sys.stderr)
+        return 2
     try:
+        runs = None
+        if args.from_csv:
+            from tralgo.experiments import runs_csv
+
+            runs = runs_csv.read_runs_csv(Path(args.from_csv))
+        else:
+            _, _, stale = find_run_folders([Path(p) for p in args.runs])
+            if stale:
+                print(f"note: skipped {len(stale)} stale folder(s) a sweep moved aside after a spec change "
+                      f"(e.g. {stale[0]})")
         build_report([Path(p) for p in args.runs], Path(args.out), title=args.title, command=command,
                      plots=not args.no_plots, spec=Path(args.spec) if args.spec else None,
-                     spec_out=Path(args.spec_out) if args.spec_out else None)
+                     spec_out=Path(args.spec_out) if args.spec_out else None, runs=runs,
+                     export_csv=Path(args.export_csv) if args.export_csv else None)
     except (OSError, ValueError) as exc:
         print(f"tralgo report: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {Path(args.out) / 'report.md'}")
+    print(f"wrote {Path(args.out) / 'report.md'}" + (f" and {args.export_csv}" if args.export_csv else ""))
     return 0
