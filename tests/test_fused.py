@@ -1,4 +1,6 @@
 """fused="compiled": the whole TR update in one compiled kernel equals the eager paths."""
+import warnings
+
 import pytest
 import torch
 
@@ -80,3 +82,54 @@ def test_inductor_kernel_matches_eager(cls, kw):
     if not opts[1]._compiled_kernel.available:
         pytest.skip("torch.compile with inductor is unavailable here (no C++ compiler?)")
     torch.testing.assert_close(flat(models[1]), flat(models[0]), rtol=1e-5, atol=1e-6)
+
+
+def _per_layer_groups(seed=0):
+    """12 parameter groups of distinct shapes with their own learning rates (per-layer lr)."""
+    torch.manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(i + 2, 3, dtype=torch.float64)) for i in range(12)]
+    groups = [{"params": [p], "lr": 0.01 * (1 + i % 3)} for i, p in enumerate(params)]
+    return params, groups
+
+
+def _train_groups(params, opt, steps=7):
+    g = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        opt.zero_grad()
+        sum((p * torch.randn(p.shape, generator=g, dtype=p.dtype)).pow(2).sum() for p in params).backward()
+        opt.step()
+
+
+def test_compiled_path_keeps_working_for_many_groups_and_optimizers(eager_backend):
+    """Before: one compiled function per process; the 9th layout hit dynamo's recompile limit (8)
+    and every optimizer fell back to eager for good."""
+    torch._dynamo.reset()
+    configs = [(tralgo.TRSGD, dict(momentum=0.9, weight_decay=1e-3)), (tralgo.TRAdam, dict(weight_decay=1e-3)),
+               (tralgo.TRSGD, dict(momentum=0.9, weight_decay=1e-3))]  # the third has the first one's layout
+    graphs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback warning fails the test
+        for cls, kw in configs:
+            params, groups = _per_layer_groups()
+            ref_params, ref_groups = _per_layer_groups()
+            opt = cls(groups, lam=0.5, inner_steps=3, fused="compiled", **kw)
+            _train_groups(params, opt)
+            _train_groups(ref_params, cls(ref_groups, lam=0.5, inner_steps=3, foreach=False, **kw))
+            assert opt._compiled_kernel.available
+            for p, r in zip(params, ref_params):
+                torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-9)
+            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    # One compile per layout: 12 for TRSGD, 12 for TRAdam, none for the second TRSGD.
+    assert graphs == [12, 24, 24]
+
+
+def test_a_fallback_says_why(monkeypatch, eager_backend):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(_fused, "compiled_for_layout", broken)
+    model = make_model()
+    opt = tralgo.TRSGD(model.parameters(), lr=0.05, momentum=0.9, fused="compiled")
+    with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\)"):
+        train(model, opt, batches(3))
+    assert not opt._compiled_kernel.available

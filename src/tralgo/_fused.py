@@ -12,14 +12,23 @@ The math is torch's own SGD / Adam / AdamW (for-loop form, ``capturable=False``)
 moves freely between ``fused="compiled"`` and the eager paths. ``lr``, ``coeff`` and Adam's
 bias-corrected step size are 0-dim tensors updated in place, so a changing learning rate, inner
 step or step count never recompiles.
+
+What does recompile is a new layout: another number of tensors, other shapes, dtypes or
+constants (momentum, betas, ...). Dynamo keeps one cache per code object and, after
+``torch._dynamo.config.recompile_limit`` (8) layouts, refuses to compile it again; a model with
+ten parameter groups of different shapes reached that. So every layout gets its own copy of the
+update's code object, compiled once and shared by every group and optimizer of that layout.
 """
 from __future__ import annotations
 
-import functools
+import types
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from tralgo._functional import local_shards
 
 # Tests swap in "eager" to check the math without paying inductor's compile time.
 COMPILE_BACKEND = "inductor"
@@ -87,24 +96,52 @@ def adam_tr_update(
     torch._foreach_sub_(params, updates)
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(update, backend: str):
-    return torch.compile(update, fullgraph=True, dynamic=False, backend=backend)
+# (update, backend, layout) -> the compiled copy of the update for that layout.
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _layout(args: tuple, kwargs: dict) -> tuple:
+    """What dynamo specialises the update on: each tensor's shape, strides, dtype and device, the
+    length of each list, and the constants."""
+    def describe(value):
+        if isinstance(value, Tensor):
+            return (tuple(value.shape), value.stride(), value.dtype, value.device)
+        if isinstance(value, list):
+            return tuple(describe(v) for v in value)
+        return value
+    return tuple(describe(a) for a in args), tuple(sorted(kwargs.items()))
+
+
+def compiled_for_layout(update, backend: str, layout: tuple):
+    key = (update, backend, layout)
+    if key not in _COMPILED:
+        # A fresh code object gets a fresh dynamo cache: this layout compiles once and never
+        # counts against another layout's recompile limit.
+        code = update.__code__.replace(co_name=f"{update.__name__}_{len(_COMPILED)}")
+        copy = types.FunctionType(code, update.__globals__, code.co_name, update.__defaults__, update.__closure__)
+        copy.__kwdefaults__ = update.__kwdefaults__
+        _COMPILED[key] = torch.compile(copy, fullgraph=True, dynamic=False, backend=backend)
+    return _COMPILED[key]
 
 
 class CompiledKernel:
     """Runs one of the updates above compiled; on the first failure (no C++ compiler, an
-    unsupported device) it warns once and reports that the eager path must be used instead."""
+    unsupported device) it warns once, saying why, and reports that the eager path must be used
+    instead."""
 
     def __init__(self, update) -> None:
         self.update = update
         self.available = True
         self._scalars: dict[tuple, tuple[Tensor, Tensor]] = {}
+        # (backend, ids of the parameters, constants) -> compiled callable: finding the layout's
+        # callable costs a dict lookup per step, not a walk over every tensor's shape.
+        self._callables: dict[tuple, Any] = {}
 
     def scalars(self, group_id: int, like: Tensor, *values: float) -> tuple[Tensor, ...]:
         """0-dim tensors holding ``values`` (lr, coeff, ...), reused and filled in place so that
         new values never recompile. In the parameters' dtype: a float64 scalar would make the
         generated kernel compute every element in float64 (measured 2x slower for float32)."""
+        like = local_shards([like])[0][0]
         key = (group_id, like.device, like.dtype, len(values))
         if key not in self._scalars:
             self._scalars[key] = tuple(torch.zeros((), dtype=like.dtype, device=like.device) for _ in values)
@@ -113,16 +150,26 @@ class CompiledKernel:
             tensor.fill_(value)
         return tensors
 
-    def __call__(self, *args, **kwargs) -> bool:
+    def __call__(self, params: list[Tensor], *args, **kwargs) -> bool:
         if not self.available:
             return False
+        key = (COMPILE_BACKEND, tuple(map(id, params)), tuple(kwargs.items()))
+        # DTensors (FSDP2): the update is elementwise, so it runs on the local shards. Empty
+        # lists (no momentum, no amsgrad) stay out of the zip.
+        args = (params, *args)
+        shards = iter(local_shards(*[a for a in args if isinstance(a, list) and a]))
+        args = tuple(next(shards) if isinstance(a, list) and a else a for a in args)
         try:
-            compiled(self.update, COMPILE_BACKEND)(*args, **kwargs)
+            update = self._callables.get(key)
+            if update is None:
+                update = self._callables[key] = compiled_for_layout(self.update, COMPILE_BACKEND, _layout(args, kwargs))
+            update(*args, **kwargs)
         except Exception as error:  # compilation failed before anything was written
             self.available = False
             warnings.warn(
-                f"tralgo: fused='compiled' could not compile its kernel ({type(error).__name__}: {error}); "
-                "falling back to the eager path (same math, one extra pass over the gradients)",
+                f"tralgo: fused='compiled' is switched off for this optimizer because torch.compile failed "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                "it takes the eager path from now on (same math, one extra pass over the gradients)",
                 RuntimeWarning, stacklevel=4,
             )
             return False
