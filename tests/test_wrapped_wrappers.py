@@ -17,8 +17,8 @@ from _helpers import batches, flat, make_model, train
 
 
 class TimmStyleLookahead(torch.optim.Optimizer):
-    """The pattern of ``timm.optim.Lookahead`` (timm 1.0; timm itself does not import next to
-    this CPU torch): ``Optimizer.__init__`` is skipped, ``param_groups`` aliases the base's, its
+    """The pattern of ``timm.optim.Lookahead`` (timm 1.0.31, read from its wheel; timm itself
+    does not import here, it needs torchvision): ``Optimizer.__init__`` is skipped, ``param_groups`` aliases the base's, its
     own ``state`` stays empty, slow weights live in the base's state, and ``state_dict()`` is the
     base's."""
 
@@ -62,6 +62,9 @@ class TimmStyleLookahead(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         self._base_optimizer.load_state_dict(state_dict)
         self.param_groups = self._base_optimizer.param_groups
+        for name in ("lookahead_alpha", "lookahead_k", "lookahead_step"):
+            for group in self.param_groups:
+                group.setdefault(name, self.defaults[name])
 
 
 def _po_lookahead():
