@@ -281,7 +281,7 @@ def test_spec_coverage_lists_what_did_not_run(tmp_path):
     failed = make_run(root, "head", "sgd", 2, None, grid={}, status="failed")
     failed.rename(root / "head" / "sgd" / "seed-2")
     text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False, spec=spec, spec_out=root)
-    assert "| head | 3 | 1 | 0 | 1 | 0 | 1 |" in text
+    assert "| head | 3 | 1 | 0 | 1 | 0 | 0 | 1 |" in text  # finished, diverged, failed, interrupted, stale, new
 
 
 def test_pivot_repeats_a_variant_that_ignores_the_axis(tmp_path):

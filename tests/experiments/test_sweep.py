@@ -205,6 +205,8 @@ def test_shipped_specs_are_valid_and_paper_dry_run_prints_torchrun_lines(capsys)
      "seeds=[1]\nsearch={x={lr=[0.1, 'big']}}\n", "[tune.search.x]: lr must be a number, got 'big'"),
     ("[[study]]\nname='a'\n[[study.variant]]\nname='x'\noptimizer='sgd'\n[study.tune]\nval_split=10\n"
      "seeds=[1]\nserach={}\n", "unknown key or table 'serach'"),
+    ("[[study]]\nname='a'\n[study.report]\ncontrasts=[['x', 'y']]\n[[study.variant]]\nname='x'\noptimizer='sgd'\n",
+     "names 'y', not a variant of the study"),
 ])
 def test_bad_specs_fail_with_one_clear_message(tmp_path, capsys, bad, message):
     spec = write(tmp_path, bad)
@@ -353,6 +355,10 @@ def test_status_counts_a_changed_run_as_stale(tmp_path, fake_train, capsys):
                       poll_s=0.02, echo=lambda *_: None).run()
     assert sweep.main([str(write(tmp_path, _lr_spec(0.05))), "--out", str(out), "--status"]) == 0
     assert "stale (other settings; will rerun) 2" in capsys.readouterr().out
+    from tralgo.experiments import report
+
+    coverage = report.coverage_section(tmp_path / "spec.toml", out)
+    assert "| s | 2 | 0 | 0 | 0 | 0 | 2 | 0 |" in coverage  # both runs stale, none counted finished
 
 
 def test_a_dirty_checkout_is_refused_unless_allowed_and_then_recorded(tmp_path, monkeypatch, capsys):

@@ -56,7 +56,8 @@ def test_cli_quick_writes_report_and_resumes(tmp_path):
     for name in ("lemma2.png", "theorems_vs_calls.png", "theorems_vs_batch.png", "variance.png"):
         assert (tmp_path / name).stat().st_size > 1000
     results = sorted(p.name for p in (tmp_path / "results").iterdir())
-    assert results == [f"logreg-synthetic.f.{s}.json" for s in ("lemma2", "theorems", "variance")]
+    assert results == [f"logreg-synthetic.f.{s}.json" for s in ("lemma2", "theorems", "variance")] + [
+        "report_header.json"]
     # A rerun (e.g. after a kill) reuses every finished study and reproduces the same numbers.
     saved = {p.name: p.read_text() for p in (tmp_path / "results").iterdir()}
     (tmp_path / "results" / "logreg-synthetic.f.variance.json").unlink()  # as if killed before it
@@ -65,6 +66,7 @@ def test_cli_quick_writes_report_and_resumes(tmp_path):
     redone = json.loads(again.pop("logreg-synthetic.f.variance.json"))["result"]
     original = json.loads(saved.pop("logreg-synthetic.f.variance.json"))["result"]
     redone.pop("seconds"), original.pop("seconds")
+    again.pop("report_header.json"), saved.pop("report_header.json")  # this invocation's machine and wall time
     assert again == saved and redone == original
     strip = lambda t: [line for line in t.splitlines() if not line.startswith("Machine:")]
     assert strip((tmp_path / "README.md").read_text()) == strip(text)

@@ -752,16 +752,19 @@ def coverage_section(spec_path: Path, out: Path | None) -> str:
     spec = sweep.load_spec(spec_path)
     root = out or sweep._default_out(spec, str(spec_path))
     runs, notes = sweep.plan(spec, root)
-    states = ("finished", "diverged", "failed", "interrupted", "new")
+    states = ("finished", "diverged", "failed", "interrupted", "stale", "new")
     counts: dict[str, dict[str, int]] = {}
     for run in runs:
         state = sweep.run_status(run.folder)
+        if state != "new" and sweep.stale_differences(run):
+            state = "stale"
         for m in run.identity()["memberships"]:
             key = m["study"] + (" (tuning)" if m["tuning"] else "")
             row = counts.setdefault(key, dict.fromkeys(states, 0))
             row[state] += 1
     rows = [[k, str(sum(v.values()))] + [str(v[s]) for s in states] for k, v in counts.items()]
     text = (f"Spec `{spec_path}` (run folders under `{root}`); \"interrupted\" = started, not finished; "
+            "\"stale\" = its folder holds other settings than the spec (the sweep reruns it); "
             "\"new\" = never started.\n\n")
     text += _md_table(["study", "planned runs", *states], rows)
     if notes:

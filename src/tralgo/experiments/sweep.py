@@ -4,10 +4,19 @@ A spec holds shared ``[defaults]`` and one or more ``[[study]]`` tables (a study
 figure of the report). A study crosses its ``[study.grid]`` axes with its ``[[study.variant]]``
 list (named optimizer configurations); every combination is one run folder
 ``<out>/<study>/<variant>/<axis>-<value>_...``. See ``experiments/specs/cpu.toml`` for a
-commented example. Option names are ``tralgo train``'s, with underscores.
+commented example. Option names and types are those of ``TrainConfig`` (and the run options
+``data_dir``, ``device``, ``threads``) in ``experiments/config.py``, the same as ``tralgo
+train``'s with underscores; a misspelled table or key, a value of the wrong type or out of range
+is one error before anything is launched.
 
 Guarantees:
 
+* a run's identity is its full resolved configuration (``sweep.json`` records it): a folder whose
+  configuration no longer matches its spec entry, finished or not, is never counted for the new
+  spec; the sweep says so, moves it to ``<folder>.stale-<n>`` (finished work is never deleted)
+  and runs it again;
+* the sweep records the git commit of the code it runs in each run's ``sweep.json`` and refuses a
+  checkout with uncommitted changes unless ``--allow-dirty`` (recorded too);
 * a run whose ``result.json`` says finished or diverged is skipped, an interrupted run (it has a
   checkpoint) is resumed with ``--resume``, a failed run is recorded in its folder
   (``sweep_status.json``, with the tail of ``train.log``) and the others go on;
@@ -204,6 +213,12 @@ def validate_spec(spec: dict) -> None:
                 if axis not in study.get("grid", {}):
                     raise SpecError(f"{where} variant {vname!r}: ignore_grid names unknown axis {axis!r}")
             _check_train_keys({k: x for k, x in v.items() if k not in VARIANT_META}, f"{where} variant {vname!r}")
+        try:  # the statistics keys of [study.report] (equivalence_margin, contrasts)
+            from tralgo.experiments.report import check_report_settings
+
+            check_report_settings(study.get("report", {}), vnames, where)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
         tune = study.get("tune")
         if tune is not None:
             _validate_tune(tune, vnames, where)

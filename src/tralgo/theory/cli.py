@@ -2,7 +2,10 @@
 
 Each (problem, l choice, study) result is written atomically to ``DIR/results/`` as soon as it is
 done; a rerun with the same configuration loads it instead of recomputing, so a killed run resumes
-where it stopped and, every study being seeded, ends with exactly the same numbers.
+where it stopped and, every study being seeded, ends with exactly the same numbers. The header of
+the run that computed them (command, machine, wall time) goes to ``DIR/results/report_header.json``;
+``--from-results`` rebuilds README.md and the plots from ``results/`` alone, byte for byte, and
+refuses to compute anything.
 """
 from __future__ import annotations
 
@@ -58,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--l-choices", type=_csv(L_CHOICES, "--l-choices"), default=list(L_CHOICES),
                         help="which smoothness constant the step sizes use: 'f' (smoothness of f) and/or "
                              "'per_sample' (max smoothness of one f_i); default both")
+    parser.add_argument("--from-results", action="store_true",
+                        help="rebuild README.md and the plots from the raw results in DIR/results/ (and the header "
+                             "of the run that computed them) without computing anything; an error if a study's "
+                             "result is missing or was made with another configuration")
     return parser
 
 
@@ -83,6 +90,23 @@ def _load_or_run(path: Path, key: dict, compute) -> dict:
     return json.loads(json.dumps(result, default=float))  # the same types a reload would give
 
 
+HEADER_FILE = "report_header.json"
+
+
+def _load_only(path: Path, key: dict) -> dict:
+    """The saved result of one study for ``--from-results``; never computes."""
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--from-results: {path} is missing; run without --from-results to compute it") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--from-results: {path} is not valid JSON ({error})") from None
+    if saved.get("key") != key:
+        raise ValueError(f"--from-results: {path} was made with another configuration than the options given "
+                         f"(saved {saved.get('key')!r}); pass the same options as the run that made it")
+    return saved["result"]
+
+
 def run(args: argparse.Namespace, argv: list[str], log=print) -> Path:
     from threadpoolctl import threadpool_limits
 
@@ -98,7 +122,10 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> Path:
                 for study in STUDIES:
                     key = {"problem": name, "l_choice": l_choice, "study": study, "config": cfg.to_dict()}
                     path = out / "results" / f"{name}.{l_choice}.{study}.json"
-                    results[study] = _load_or_run(path, key, lambda: run_study(study, problem, cfg, l_choice))
+                    if args.from_results:
+                        results[study] = _load_only(path, key)
+                    else:
+                        results[study] = _load_or_run(path, key, lambda: run_study(study, problem, cfg, l_choice))
                     log(f"{name} [{l_choice}] {study}: {results[study]['seconds']:.1f} s")
                 cases.append(Case(name, problem.description, l_choice, results, constants(problem, results, l_choice)))
         compute = sum(r["seconds"] for c in cases for r in c.results.values())
@@ -107,8 +134,18 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> Path:
             return (f"{time.perf_counter() - start:.0f} s for this invocation, plots included "
                     f"(the studies themselves: {compute:.0f} s; a rerun reuses finished studies from results/)")
 
-        header = {"command": " ".join(["tralgo theory", *argv]), "machine": _machine()}
-        write_report(cases, cfg.to_dict(), header, out, wall_text)
+        header_path = out / "results" / HEADER_FILE
+        if args.from_results:
+            try:
+                header = json.loads(header_path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError) as error:
+                raise ValueError(f"--from-results: {header_path} is missing or damaged ({error}); it is written by "
+                                 "a run without --from-results") from None
+            write_report(cases, cfg.to_dict(), {**header, "from_results": True}, out, lambda: header["wall"])
+        else:
+            header = {"command": " ".join(["tralgo theory", *argv]), "machine": _machine()}
+            header["wall"] = write_report(cases, cfg.to_dict(), header, out, wall_text)
+            atomic_write_json(header_path, header)
     log(f"wrote {out / 'README.md'} ({time.perf_counter() - start:.0f} s)")
     return out / "README.md"
 
