@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", default=None, help="judge folder, or a user's model (*.pt2 from torch.export, or TorchScript) (default: <out>/judge, "
                    "trained with `tralgo gan judge` defaults if missing)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default 1 2 3)")
+    p.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                   help="train and evaluate nothing: rebuild --out/table.md from a runs.csv (per_class_iou.csv "
+                        "next to it), or from a summary.json whose run folders are gone, writing its runs.csv and "
+                        "per_class_iou.csv into --out first")
     p.add_argument("--methods", nargs="+", default=["adam", "tradam", "adam_equiv_lr"],
                    choices=["adam", "tradam", "adam_equiv_lr"],
                    help="rows: adam, tradam, adam_equiv_lr (Adam at lr x H_S/S, 0.293x at S=10)")
@@ -178,6 +182,9 @@ def _compare(args: argparse.Namespace) -> None:
     from tralgo.gan.judge import train_judge
 
     out = Path(args.out)
+    if args.from_file is not None:
+        _compare_from(Path(args.from_file), out)
+        return
     base = _config_from(args, skip=("seed", "optimizer"))
     judge = Path(args.judge) if args.judge else out / "judge"
     if args.judge is None and not (judge / "judge.pt").exists():
@@ -191,6 +198,28 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"compare wall time (this invocation): {time.time() - start:.0f} s")
     if summary["missing"]:
         raise RuntimeError(f"runs without an evaluation: {summary['missing']}")
+
+
+def _compare_from(source: Path, out: Path) -> None:
+    from tralgo.experiments.io import atomic_write_text
+    from tralgo.gan.compare import RUNS_CSV, export_summary, format_table, read_raw
+
+    if source.suffix == ".json":
+        try:
+            summary = json.loads(source.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--from: {str(source)!r} does not exist") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--from: {str(source)!r} is not valid JSON ({error})") from None
+        out.mkdir(parents=True, exist_ok=True)
+        export_summary(summary, out)
+        source = out / RUNS_CSV
+        _log(f"wrote {source} and its per_class_iou.csv from the summary")
+    table = format_table(read_raw(source))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "table.md", table)
+    print(table)
+    _log(f"wrote {out / 'table.md'} from {source}")
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,10 @@
 """Adam vs TRAdam vs the inner-decay-equivalent-lr Adam control, over seeds: a table shaped like
-the paper's Tables 2-3 (GT, then one row per optimizer; mean +- std over seeds)."""
+the paper's Tables 2-3 (GT, then one row per optimizer; mean +- std over seeds).
+
+Next to ``table.md`` and ``summary.json``, ``compare`` writes the raw per-run table ``runs.csv`` (+
+``per_class_iou.csv``); ``tralgo gan compare --from runs.csv --out DIR`` rebuilds ``table.md`` from
+it alone (``read_raw``), and ``--from summary.json`` exports an older study whose run folders are
+gone (``export_summary``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -58,30 +63,175 @@ def _mean_std(values: list[float]) -> dict:
             "values": values}
 
 
-def summarise(out: str | Path, methods, seeds) -> dict:
-    """summary.json + table.md from the runs' eval.json files (runs without one are listed as missing)."""
+# -- the raw per-run table -------------------------------------------------------------------------
+#
+# runs.csv: one row per (method, seed) in the order the table lists them, plus one "gt" row (the judge
+# on the real photos); status "evaluated" or "missing" (a run without eval.json is listed, never
+# dropped). per_class_iou.csv: the class IoUs of the same rows, one column per Cityscapes class
+# (empty: the class is absent from ground truth and predictions). Floats are written with repr, so
+# reading them back gives the very same numbers and table.md regenerates byte for byte.
+RUNS_CSV, PER_CLASS_CSV = "runs.csv", "per_class_iou.csv"
+RUN_COLUMNS = ("method", "seed", "status", *METRICS, "val_l1", "wall_s")
+# A study exported from a summary.json, which keeps only the per-class means over seeds.
+MEAN_SEED = "mean"
+
+
+def collect_runs(out: str | Path, methods, seeds) -> tuple[list[dict], dict | None]:
+    """Per-run records from the run folders' eval.json files, and the judge's GT scores."""
     out = Path(out)
-    rows, missing, gt = {}, [], None
+    records, gt = [], None
     for method in methods:
-        evals = []
         for seed in seeds:
             path = run_dir_of(out, method, seed) / EVAL_FILE
-            if path.exists():
-                evals.append(json.loads(path.read_text()))
-            else:
-                missing.append(f"{method}_seed{seed}")
-        if evals:
-            rows[method] = {m: _mean_std([e["fake"][m] for e in evals]) for m in METRICS}
-            rows[method]["val_l1"] = _mean_std([e["val_l1"] for e in evals])
-            rows[method]["per_class_iou"] = _mean_per_class([e["fake"]["per_class_iou"] for e in evals])
-            rows[method]["wall_s"] = _mean_std([_wall(run_dir_of(out, method, s)) for s in seeds
-                                                if (run_dir_of(out, method, s) / EVAL_FILE).exists()])
-            gt = gt or evals[0]["gt"]
-    summary = {"rows": rows, "gt": gt, "seeds": list(seeds), "methods": list(methods), "missing": missing,
-               "paired": _paired_differences(out, methods, seeds)}
+            if not path.exists():
+                records.append({"method": method, "seed": seed, "status": "missing"})
+                continue
+            e = json.loads(path.read_text())
+            records.append({"method": method, "seed": seed, "status": "evaluated",
+                            **{m: e["fake"][m] for m in METRICS}, "val_l1": e["val_l1"],
+                            "wall_s": _wall(run_dir_of(out, method, seed)),
+                            "per_class_iou": e["fake"]["per_class_iou"]})
+            gt = gt or e["gt"]
+    return records, gt
+
+
+def summary_from_runs(records: list[dict], gt: dict | None, methods, seeds,
+                      per_class_means: dict | None = None) -> dict:
+    """The summary (table rows, paired differences, missing runs) of per-run records.
+
+    ``per_class_means``: method -> class IoUs averaged over seeds, for records that lack their own
+    (a study exported from a summary.json)."""
+    rows, missing = {}, []
+    by_method = {m: [r for r in records if r["method"] == m] for m in methods}
+    for method in methods:
+        evaluated = [r for r in by_method[method] if r["status"] == "evaluated"]
+        missing += [f"{method}_seed{r['seed']}" for r in by_method[method] if r["status"] != "evaluated"]
+        if not evaluated:
+            continue
+        rows[method] = {m: _mean_std([r[m] for r in evaluated]) for m in METRICS}
+        rows[method]["val_l1"] = _mean_std([r["val_l1"] for r in evaluated])
+        if all(r.get("per_class_iou") is not None for r in evaluated):
+            rows[method]["per_class_iou"] = _mean_per_class([r["per_class_iou"] for r in evaluated])
+        else:
+            rows[method]["per_class_iou"] = (per_class_means or {}).get(method)
+        rows[method]["wall_s"] = _mean_std([r["wall_s"] for r in evaluated])
+    return {"rows": rows, "gt": gt, "seeds": list(seeds), "methods": list(methods), "missing": missing,
+            "paired": _paired_differences(records, methods, seeds)}
+
+
+def summarise(out: str | Path, methods, seeds) -> dict:
+    """summary.json, table.md and the raw runs.csv + per_class_iou.csv from the runs' eval.json files
+    (runs without one are listed as missing)."""
+    out = Path(out)
+    records, gt = collect_runs(out, methods, seeds)
+    summary = summary_from_runs(records, gt, methods, seeds)
     atomic_write_json(out / "summary.json", summary)
+    write_raw(out, records, gt)
     atomic_write_text(out / "table.md", format_table(summary))
     return summary
+
+
+def _cell(value) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _csv_text(header, rows) -> str:
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_cell(v) for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def write_raw(out: str | Path, records: list[dict], gt: dict | None, per_class_means: dict | None = None) -> None:
+    """runs.csv and per_class_iou.csv of ``records`` (see the comment above ``RUN_COLUMNS``)."""
+    from tralgo.gan.data import CITYSCAPES_CLASSES
+
+    out = Path(out)
+    rows = [[r.get(c) for c in RUN_COLUMNS] for r in records]
+    class_rows = [[r["method"], r["seed"], *r["per_class_iou"]] for r in records if r.get("per_class_iou") is not None]
+    class_rows += [[method, MEAN_SEED, *values] for method, values in (per_class_means or {}).items()]
+    if gt is not None:
+        rows.append(["gt", "", "evaluated", *[gt[m] for m in METRICS], None, None])
+        class_rows.append(["gt", "", *gt["per_class_iou"]])
+    atomic_write_text(out / RUNS_CSV, _csv_text(RUN_COLUMNS, rows))
+    atomic_write_text(out / PER_CLASS_CSV, _csv_text(("method", "seed", *CITYSCAPES_CLASSES), class_rows))
+
+
+def _float(text: str, where: str) -> float | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number") from None
+
+
+def read_raw(path: str | Path) -> dict:
+    """The summary (as ``summarise`` makes it) of a runs.csv and the per_class_iou.csv next to it."""
+    import csv
+
+    from tralgo.gan.data import CITYSCAPES_CLASSES
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--from: {str(path)!r} does not exist")
+    with path.open(newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    if not table or tuple(table[0]) != RUN_COLUMNS:
+        raise ValueError(f"--from: {str(path)!r} is not a runs.csv of tralgo gan compare "
+                         f"(expected the columns {', '.join(RUN_COLUMNS)})")
+    class_path = path.with_name(PER_CLASS_CSV)
+    if not class_path.is_file():
+        raise FileNotFoundError(f"--from: {str(class_path)!r} (the class IoUs next to {path.name}) does not exist")
+    with class_path.open(newline="", encoding="utf-8") as f:
+        per_class = {(row["method"], row["seed"]): [_float(row[c], str(class_path)) for c in CITYSCAPES_CLASSES]
+                     for row in csv.DictReader(f)}
+    records, gt, methods, seeds = [], None, [], []
+    for i, row in enumerate(table, start=2):
+        where = f"{path}, line {i}"
+        if row["method"] == "gt":
+            gt = {m: _float(row[m], where) for m in METRICS}
+            gt["per_class_iou"] = per_class[("gt", "")]
+            continue
+        if row["method"] not in METHODS:
+            raise ValueError(f"{where}: method must be one of {METHODS}, got {row['method']!r}")
+        seed = int(row["seed"])
+        methods += [row["method"]] if row["method"] not in methods else []
+        seeds += [seed] if seed not in seeds else []
+        record = {"method": row["method"], "seed": seed, "status": row["status"]}
+        if row["status"] == "evaluated":
+            record.update({c: _float(row[c], where) for c in (*METRICS, "val_l1", "wall_s")})
+            record["per_class_iou"] = per_class.get((row["method"], row["seed"]))
+        records.append(record)
+    means = {m: per_class[(m, MEAN_SEED)] for m in methods if (m, MEAN_SEED) in per_class}
+    return summary_from_runs(records, gt, methods, seeds, means)
+
+
+def export_summary(summary: dict, out: str | Path) -> dict:
+    """Write runs.csv + per_class_iou.csv for a summary.json whose run folders are gone.
+
+    Per run it holds every scalar metric (``values`` in seed order) but only the per-class IoU means,
+    which go to per_class_iou.csv with seed "mean". Returns the summary rebuilt from the records."""
+    methods, seeds = summary["methods"], summary["seeds"]
+    missing = set(summary.get("missing", []))
+    records, means = [], {}
+    for method in methods:
+        row = summary["rows"].get(method)
+        present = [s for s in seeds if f"{method}_seed{s}" not in missing]
+        for seed in seeds:
+            if seed not in present:
+                records.append({"method": method, "seed": seed, "status": "missing"})
+                continue
+            i = present.index(seed)
+            records.append({"method": method, "seed": seed, "status": "evaluated",
+                            **{m: row[m]["values"][i] for m in (*METRICS, "val_l1", "wall_s")}})
+        if row is not None:
+            means[method] = row["per_class_iou"]
+    write_raw(out, records, summary.get("gt"), means)
+    return summary_from_runs(records, summary.get("gt"), methods, seeds, means)
 
 
 def _comparison_pairs(methods) -> list[tuple[str, str]]:
@@ -92,19 +242,18 @@ def _comparison_pairs(methods) -> list[tuple[str, str]]:
     return pairs
 
 
-def _paired_differences(out: Path, methods, seeds) -> dict:
+def _paired_differences(records: list[dict], methods, seeds) -> dict:
     """Per-seed differences ``method - reference`` (same seed = same init, data order and dropout
     stream), mean +- std over the seeds where both runs were evaluated."""
+    evaluated = {(r["method"], r["seed"]): r for r in records if r["status"] == "evaluated"}
     paired = {}
     for method, reference in _comparison_pairs(methods):
         diffs = {m: [] for m in (*METRICS, "val_l1")}
         for seed in seeds:
-            a, b = run_dir_of(out, reference, seed) / EVAL_FILE, run_dir_of(out, method, seed) / EVAL_FILE
-            if a.exists() and b.exists():
-                ea, eb = json.loads(a.read_text()), json.loads(b.read_text())
-                for m in METRICS:
-                    diffs[m].append(eb["fake"][m] - ea["fake"][m])
-                diffs["val_l1"].append(eb["val_l1"] - ea["val_l1"])
+            a, b = evaluated.get((reference, seed)), evaluated.get((method, seed))
+            if a is not None and b is not None:
+                for m in diffs:
+                    diffs[m].append(b[m] - a[m])
         if diffs["val_l1"]:
             paired[f"{method} - {reference}"] = {"method": method, "reference": reference,
                                                   **{m: _mean_std(v) for m, v in diffs.items()}}
@@ -126,7 +275,7 @@ def _per_class_table(summary: dict) -> list[str]:
              "|---|" + "---|" * len(present),
              "| GT (real photos) | " + " | ".join(f"{gt[c]:.2f}" for c in present) + " |"]
     for method, row in summary["rows"].items():
-        values = row["per_class_iou"]
+        values = row["per_class_iou"] or [None] * len(gt)
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(
             "-" if values[c] is None else f"{values[c]:.2f}" for c in present) + " |")
     return lines

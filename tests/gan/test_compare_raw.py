@@ -1,0 +1,97 @@
+"""`tralgo gan compare`'s raw per-run table: runs.csv (+ per_class_iou.csv) is written next to the
+table, and table.md regenerates from it byte for byte (issue 9: every table in docs/ is generated
+from raw data committed next to it)."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tralgo.gan import compare
+from tralgo.gan.cli import main
+from tralgo.gan.data import NUM_CLASSES
+from tralgo.gan.evaluate import EVAL_FILE
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "gan" / "results"
+
+
+def test_committed_table_regenerates_exactly_from_committed_runs_csv(tmp_path, capsys):
+    assert main(["compare", "--from", str(RESULTS / "runs.csv"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == (RESULTS / "table.md").read_text()
+    assert (RESULTS / "table.md").read_text() in capsys.readouterr().out
+
+
+def test_committed_runs_csv_is_the_export_of_the_committed_summary(tmp_path):
+    summary = json.loads((RESULTS / "summary.json").read_text())
+    rebuilt = compare.export_summary(summary, tmp_path)
+    for name in (compare.RUNS_CSV, compare.PER_CLASS_CSV):
+        assert (tmp_path / name).read_text() == (RESULTS / name).read_text(), name
+    # Every per-seed number of the summary survives the round trip exactly.
+    assert rebuilt["paired"] == summary["paired"]
+    for method, row in summary["rows"].items():
+        for metric in (*compare.METRICS, "val_l1", "wall_s"):
+            assert rebuilt["rows"][method][metric] == row[metric], (method, metric)
+        assert rebuilt["rows"][method]["per_class_iou"] == row["per_class_iou"]
+
+
+def test_readme_tables_are_the_generated_ones():
+    readme = (RESULTS.parent / "README.md").read_text()
+    table = (RESULTS / "table.md").read_text()
+    for block in table.strip().split("\n\n"):
+        assert block in readme, block.splitlines()[0]
+
+
+def _fake_eval(rng: random.Random) -> dict:
+    def scores():
+        per_class = [None if c % 4 == 3 else rng.random() for c in range(NUM_CLASSES)]
+        return {"per_pixel_acc": rng.random(), "per_class_acc": rng.random(), "class_iou": rng.random(),
+                "per_class_iou": per_class}
+    return {"fake": scores(), "gt": scores(), "val_l1": rng.random()}
+
+
+def test_run_folders_to_runs_csv_and_back(tmp_path):
+    rng = random.Random(0)
+    methods, seeds = list(compare.METHODS), [1, 2, 3]
+    gt = None
+    for method in methods:
+        for seed in seeds:
+            if (method, seed) == ("tradam", 2):
+                continue  # never evaluated: must be listed, not dropped
+            run = compare.run_dir_of(tmp_path, method, seed)
+            run.mkdir(parents=True)
+            e = _fake_eval(rng)
+            e["gt"] = gt = gt or e["gt"]
+            (run / EVAL_FILE).write_text(json.dumps(e))
+            (run / "result.json").write_text(json.dumps({"wall_s": rng.uniform(10, 20)}))
+    summary = compare.summarise(tmp_path, methods, seeds)
+    assert summary["missing"] == ["tradam_seed2"]
+    lines = (tmp_path / compare.RUNS_CSV).read_text().splitlines()
+    assert lines[0] == ",".join(compare.RUN_COLUMNS) and "tradam,2,missing,,,,," in lines
+    assert lines[-1].startswith("gt,,evaluated,")
+    again = compare.read_raw(tmp_path / compare.RUNS_CSV)
+    assert compare.format_table(again) == (tmp_path / "table.md").read_text()
+    assert "Missing runs: tradam_seed2" in (tmp_path / "table.md").read_text()
+    # Per-seed class IoUs are kept, so the per-class means are recomputed, not copied.
+    assert "mean" not in (tmp_path / compare.PER_CLASS_CSV).read_text()
+    assert json.loads(json.dumps(again)) == json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_bad_raw_tables_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "runs.csv"
+    bad.write_text("method,seed,acc\nadam,1,0.5\n")
+    assert main(["compare", "--from", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a runs.csv of tralgo gan compare" in err and len(err.splitlines()) == 1
+    good = (RESULTS / "runs.csv").read_text()
+    (tmp_path / "runs.csv").write_text(good)
+    assert main(["compare", "--from", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "per_class_iou.csv" in capsys.readouterr().err
+    (tmp_path / "per_class_iou.csv").write_text((RESULTS / "per_class_iou.csv").read_text())
+    (tmp_path / "runs.csv").write_text(good.replace("adam,3,evaluated,0.8576953125", "adam,3,evaluated,0.85x"))
+    assert main(["compare", "--from", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "line 4: '0.85x' is not a number" in capsys.readouterr().err
+    (tmp_path / "runs.csv").write_text(good.replace("adam_equiv_lr,1", "sgd,1"))
+    assert main(["compare", "--from", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "method must be one of" in capsys.readouterr().err
+    assert main(["compare", "--from", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
