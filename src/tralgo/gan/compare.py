@@ -310,12 +310,36 @@ def format_table(summary: dict) -> str:
             name = f"{METHOD_LABELS[row['method']]} − {METHOD_LABELS[row['reference']]}"
             lines.append(f"| {name} | " + " | ".join(cells) +
                          f" | {better}/{len(row['class_iou']['values'])} |")
+        lines += _paired_ci_table(summary)
     if gt and summary["rows"]:
         lines += _per_class_table(summary)
     if summary.get("missing"):
         lines.append("")
         lines.append("Missing runs: " + ", ".join(summary["missing"]))
     return "\n".join(lines) + "\n"
+
+
+def _paired_ci_table(summary: dict) -> list[str]:
+    """The paired differences as 95% t-intervals with the smallest detectable difference: what the
+    seeds can and cannot tell apart (a difference inside its interval's reach is not "no effect")."""
+    from tralgo.experiments import stats
+
+    lines = ["", "The same paired differences as a 95% Student-t interval over the seeds, and the smallest true "
+             f"difference that many pairs detect (power {stats.POWER}, two-sided α = {stats.ALPHA}, from the observed "
+             "spread of the differences):", "",
+             "| Difference | Per-pixel acc. | Per-class acc. | Class IoU | val L1 |", "|---|---|---|---|---|"]
+    for row in summary["paired"].values():
+        cells = []
+        for metric, digits in (*((m, 3) for m in METRICS), ("val_l1", 4)):
+            d = stats.mean_ci95(row[metric]["values"])
+            if d.n < 2:
+                cells.append(f"{d.mean:+.{digits}f} (1 pair)")
+                continue
+            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}], "
+                         f"detectable {d.mde():.{digits}f}")
+        name = f"{METHOD_LABELS[row['method']]} − {METHOD_LABELS[row['reference']]}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: str | Path | None = None) -> Path:
