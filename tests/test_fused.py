@@ -6,7 +6,7 @@ import torch
 
 import tralgo
 from tralgo import _fused
-from _helpers import batches, flat, make_model, train
+from _helpers import DEVICES, batches, flat, make_model, train
 
 CONFIGS = {
     "TRSGD-nesterov": (tralgo.TRSGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True)),
@@ -23,19 +23,24 @@ def eager_backend(monkeypatch):
     monkeypatch.setattr(_fused, "COMPILE_BACKEND", "eager")
 
 
+def _on(device, data):
+    return [(x.to(device), y.to(device)) for x, y in data]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("scaling", ["constant", "inverse_lr"])
-def test_compiled_equals_eager(name, scaling, eager_backend):
+def test_compiled_equals_eager(name, scaling, device, eager_backend):
     cls, kw = CONFIGS[name]
     tr = dict(lam=0.7, inner_steps=4, lam_scaling=scaling)
-    models = [make_model(), make_model()]
+    models = [make_model().to(device), make_model().to(device)]
     opts = [cls(models[0].parameters(), **kw, **tr, foreach=False), cls(models[1].parameters(), **kw, **tr, fused="compiled")]
     if "maximize" in name:
         for o in opts:
             o.param_groups[0]["maximize"] = True
     scheds = [torch.optim.lr_scheduler.StepLR(o, 5, 0.5) for o in opts]
     for m, o, s in zip(models, opts, scheds):
-        train(m, o, batches(13), s)
+        train(m, o, _on(device, batches(13)), s)
     torch.testing.assert_close(flat(models[1]), flat(models[0]), rtol=1e-6, atol=1e-9)
     assert opts[1]._compiled_kernel.available
     # The state is the base's own: the compiled optimizer's checkpoint loads into an eager one.
@@ -68,17 +73,18 @@ def test_bad_fused_value():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls,kw", [
     (tralgo.TRSGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
     (tralgo.TRAdam, dict(lr=0.01, weight_decay=1e-4)),
 ])
-def test_inductor_kernel_matches_eager(cls, kw):
+def test_inductor_kernel_matches_eager(cls, kw, device):
     """The real thing: inductor generates the fused TR kernel (one-time compile)."""
-    models = [make_model(dtype=torch.float32), make_model(dtype=torch.float32)]
+    models = [make_model(dtype=torch.float32).to(device), make_model(dtype=torch.float32).to(device)]
     kw = dict(kw, lam=0.5, inner_steps=4)
     opts = [cls(models[0].parameters(), **kw), cls(models[1].parameters(), **kw, fused="compiled")]
     for m, o in zip(models, opts):
-        train(m, o, batches(9, dtype=torch.float32))
+        train(m, o, _on(device, batches(9, dtype=torch.float32)))
     if not opts[1]._compiled_kernel.available:
         pytest.skip("torch.compile with inductor is unavailable here (no C++ compiler?)")
     torch.testing.assert_close(flat(models[1]), flat(models[0]), rtol=1e-5, atol=1e-6)
@@ -104,6 +110,8 @@ def test_compiled_path_keeps_working_for_many_groups_and_optimizers(eager_backen
     """Before: one compiled function per process; the 9th layout hit dynamo's recompile limit (8)
     and every optimizer fell back to eager for good."""
     torch._dynamo.reset()
+    compiles = torch._dynamo.utils.counters["stats"]
+    start = compiles["unique_graphs"]
     configs = [(tralgo.TRSGD, dict(momentum=0.9, weight_decay=1e-3)), (tralgo.TRAdam, dict(weight_decay=1e-3)),
                (tralgo.TRSGD, dict(momentum=0.9, weight_decay=1e-3))]  # the third has the first one's layout
     graphs = []
@@ -118,7 +126,7 @@ def test_compiled_path_keeps_working_for_many_groups_and_optimizers(eager_backen
             assert opt._compiled_kernel.available
             for p, r in zip(params, ref_params):
                 torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-9)
-            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+            graphs.append(compiles["unique_graphs"] - start)
     # One compile per layout: 12 for TRSGD, 12 for TRAdam, none for the second TRSGD.
     assert graphs == [12, 24, 24]
 

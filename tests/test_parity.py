@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import tralgo
+from _helpers import DEVICES
 
 DATA = Path(__file__).parent / "data" / "parity"
 # Scenarios that record a quirk tralgo deliberately does not copy (README of the recordings).
@@ -21,10 +22,11 @@ def _scenarios(kind):
     return [(name, s) for name, s in recorded.items()]
 
 
-def _replay(kind, scenario):
+def _replay(kind, scenario, device="cpu"):
     opt_cfg = dict(scenario["config"]["opt"])
     lambda_w, lr0 = opt_cfg.pop("lambda_w"), opt_cfg["lr"]
-    params = {k: torch.tensor(v[0], dtype=torch.float64, requires_grad=True) for k, v in scenario["params"].items()}
+    params = {k: torch.tensor(v[0], dtype=torch.float64, device=device, requires_grad=True)
+              for k, v in scenario["params"].items()}
     iterations = scenario["iterations"]
     epoch_len = scenario["config"].get("epoch_len")
     inner_steps = scenario["config"].get("S", 10)
@@ -42,19 +44,20 @@ def _replay(kind, scenario):
         assert opt.param_groups[0]["inner_step"] == k
         opt.param_groups[0]["lr"] = scenario["lrs"][t]
         for name, p in params.items():
-            p.grad = torch.tensor(scenario["grad_from_backward"][name][t], dtype=torch.float64)
+            p.grad = torch.tensor(scenario["grad_from_backward"][name][t], dtype=torch.float64, device=device)
         opt.step()
         for name, p in params.items():
-            yield t, name, p.detach(), torch.tensor(scenario["params"][name][t + 1], dtype=torch.float64)
+            yield t, name, p.detach().cpu(), torch.tensor(scenario["params"][name][t + 1], dtype=torch.float64)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind,tolerance", [("trsgd", 1e-6), ("tradam", 1e-4)])
-def test_matches_authors_trajectories(kind, tolerance):
+def test_matches_authors_trajectories(kind, tolerance, device):
     compared = 0
     for name, scenario in _scenarios(kind):
         if name in NOT_COPIED:
             continue
-        for t, pname, ours, ref in _replay(kind, scenario):
+        for t, pname, ours, ref in _replay(kind, scenario, device):
             rel = ((ours - ref).norm() / ref.norm()).item()
             assert rel <= tolerance, f"{kind}/{name} step {t} param {pname}: relative error {rel:.2e}"
             compared += 1
