@@ -8,6 +8,7 @@ and the extra optimizer-state bytes per parameter.
 
     python benchmarks/step_overhead.py                 # defaults: 1 thread, 40 rounds
     python benchmarks/step_overhead.py --rounds 80 --threads 2
+    python benchmarks/step_overhead.py --device cuda    # times each step between cuda.synchronize()
 """
 from __future__ import annotations
 
@@ -44,12 +45,12 @@ def resnet18_shapes() -> list[torch.Size]:
     return shapes
 
 
-def make_params(shapes, seed: int) -> list[torch.Tensor]:
+def make_params(shapes, seed: int, device: str = "cpu") -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     params = []
     for shape in shapes:
-        p = torch.randn(shape, generator=g).requires_grad_(True)
-        p.grad = torch.randn(shape, generator=g) * 1e-2
+        p = torch.randn(shape, generator=g).to(device).requires_grad_(True)
+        p.grad = (torch.randn(shape, generator=g) * 1e-2).to(device)
         params.append(p)
     return params
 
@@ -64,27 +65,36 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=40, help="timed steps per configuration (after warm-up)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per configuration first")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the parameters live")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
     torch.set_num_threads(args.threads)
+    # CUDA steps are asynchronous: each timed step starts and ends with the device idle.
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
     shapes = resnet18_shapes()
     numel = sum(s.numel() for s in shapes)
-    print(f"torch {torch.__version__}, tralgo {tralgo.__version__}, {args.threads} thread(s), "
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} thread(s)"
+    print(f"torch {torch.__version__}, tralgo {tralgo.__version__}, {args.device} ({where}), "
           f"{numel:,} parameters in {len(shapes)} tensors (float32), {args.rounds} rounds")
 
     configs = {}
     for base_name, (cls, kwargs) in BASES.items():
         for impl_name, impl in IMPLS.items():
-            configs[(base_name, impl_name, "torch")] = cls(make_params(shapes, 0), **kwargs, **impl)
-            base = cls(make_params(shapes, 0), **kwargs, **impl)
+            configs[(base_name, impl_name, "torch")] = cls(make_params(shapes, 0, args.device), **kwargs, **impl)
+            base = cls(make_params(shapes, 0, args.device), **kwargs, **impl)
             configs[(base_name, impl_name, "tralgo")] = tralgo.TrajectoryRegularized(base, lam=0.1, inner_steps=10)
 
     compile_s = {}
     for base_name, (cls, kwargs) in BASES.items():
-        opt = TR_CLASSES[base_name](make_params(shapes, 0), **kwargs, lam=0.1, inner_steps=10, fused="compiled")
+        opt = TR_CLASSES[base_name](make_params(shapes, 0, args.device), **kwargs, lam=0.1, inner_steps=10,
+                                    fused="compiled")
         opt.step()  # the base initialises its state eagerly
+        sync()
         start = time.perf_counter()
         opt.step()  # torch.compile generates the fused TR kernel
+        sync()
         compile_s[base_name] = time.perf_counter() - start
         if not opt._compiled_kernel.available:
             print(f"{base_name}: fused='compiled' unavailable here, skipped")
@@ -97,8 +107,10 @@ def main(argv=None) -> None:
     for round_index in range(args.warmup + args.rounds):
         rng.shuffle(keys)
         for key in keys:
+            sync()
             start = time.perf_counter()
             configs[key].step()
+            sync()
             elapsed = time.perf_counter() - start
             if round_index >= args.warmup:
                 times[key].append(elapsed)
