@@ -233,3 +233,20 @@ def test_tradam_with_decoupled_weight_decay_is_tradamw():
     _run_tr(tralgo.TRAdamW(b, lr=0.05, weight_decay=0.1, lam=0.5, inner_steps=4), b, grads)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("tr_cls,torch_cls,kwargs", [
+    (tralgo.TRSGD, torch.optim.SGD, dict(momentum=0.9, foreach=False)),
+    (tralgo.TRSGD, torch.optim.SGD, dict(momentum=0.9, fused=True)),
+    (tralgo.TRAdam, torch.optim.Adam, dict(foreach=False)),
+    (tralgo.TRAdamW, torch.optim.AdamW, dict(fused=True)),
+])
+def test_a_tensor_learning_rate_works_as_in_torch(tr_cls, torch_cls, kwargs):
+    # torch's lr may be a 0-dim tensor (its annotation: float | Tensor); so may tralgo's.
+    _, ours = _leaves("cpu", torch.float32, False)
+    _, theirs = _leaves("cpu", torch.float32, False)
+    grads = _gradients(ours, 9)
+    _run_tr(tr_cls(ours, lr=torch.tensor(0.05), **kwargs, lam=0.7, inner_steps=4), ours, grads)
+    _written_out_tr(torch_cls, {"lr": torch.tensor(0.05), **kwargs}, theirs, grads, 0.7, 4)
+    for o, t in zip(ours, theirs):
+        torch.testing.assert_close(o.detach(), t.detach(), rtol=1e-5, atol=1e-6)

@@ -163,3 +163,24 @@ def test_lookahead_outside_changes_the_trajectory_like_tr_inside():
     plain = flat(train(plain_model, TimmStyleLookahead(torch.optim.SGD(plain_model.parameters(), lr=0.1), k=3), data))
     assert torch.equal(run(0.0), plain)
     assert not torch.allclose(run(0.5), plain)
+
+
+@pytest.mark.parametrize("name", ["Lookahead", "OrthoGrad", "TRAC", "ScheduleFreeWrapper"])
+def test_pytorch_optimizer_wrappers_either_resume_exactly_or_are_refused(name):
+    po = pytest.importorskip("pytorch_optimizer")
+    if not hasattr(po, name):
+        pytest.skip(f"pytorch_optimizer {getattr(po, '__version__', '')} has no {name}")
+    wrapper = getattr(po, name)
+
+    def build(model):
+        return tralgo.TrajectoryRegularized(wrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)),
+                                            lam=0.5, inner_steps=4)
+
+    try:
+        build(make_model())
+    except ValueError as error:
+        assert f"wrap the other way round: {name}(TrajectoryRegularized(...))" in str(error)
+        return
+    saved = _resume_is_bit_exact(build, 7, 8)
+    # Every parameter's entry carries its anchor (TRAC also saves a non-parameter entry, "trac").
+    assert all(ANCHOR_KEY in saved["state"][i] for group in saved["param_groups"] for i in group["params"])
