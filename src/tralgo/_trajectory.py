@@ -110,7 +110,10 @@ class TrajectoryRegularized(OptimizerWrapper):
     Args:
         optimizer: any ``torch.optim.Optimizer`` (SGD, Adam, RMSprop, LBFGS, a third-party class).
             The wrapper shares its ``param_groups`` and ``state``: a scheduler that changes ``lr``
-            on the wrapper changes what the base uses.
+            on the wrapper changes what the base uses. A base whose ``state_dict()`` does not
+            save its ``state`` (timm's and pytorch_optimizer's ``Lookahead``) is refused: the
+            anchors would be lost from checkpoints; put such a wrapper outside,
+            ``Lookahead(TRSGD(...))``.
         lam: the paper's lambda (``lam >= 0``): the gradient of the proximal term is
             ``lam_k * (w - anchor)``. ``lam = 0`` switches the regulariser off.
         inner_steps: S, the number of steps between re-anchorings (``>= 1``).

@@ -6,7 +6,9 @@ that cannot be restored into fresh objects). TRAlgo and the harness's Lookahead 
 
 The wrapper owns no parameters. ``param_groups``, ``state`` and ``defaults`` read through to the
 base every time; the wrapper's options live in every param group (``setdefault``, like ``lr``),
-so they can differ per group and travel in the base's standard ``state_dict``.
+so they can differ per group and travel in the base's standard ``state_dict``. That needs a base
+whose ``state_dict()`` saves its ``state`` in torch's format; a base that does not is refused at
+construction, and a checkpoint that does not fit the base is refused before anything is loaded.
 """
 from __future__ import annotations
 
