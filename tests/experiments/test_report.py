@@ -107,6 +107,9 @@ def test_findings_name_the_control_that_explains_the_gain(tmp_path):
     tost = stats.holm([d.tost_p(0.01), 1.0, 1.0])[0]  # the least the Holm-adjusted TOST p can be
     row = _finding(text, "| batch_size 8 | TRSGD − LAM0 ★ |")
     assert "**equivalent**" in row and tost < 0.05
+    # Power analysis for a follow-up: seeds the TOST needs at this spread, at the family's level.
+    seeds = stats.seeds_for_equivalence(0.01, d.std, alpha=0.05 / 3)
+    assert row.endswith(f"| {100 * d.mde(alpha=0.05 / 3):.2f} | {seeds} |") and "| seeds for ±1 pp |" in text
 
 
 def test_no_explanation_without_a_declared_margin(headline, tmp_path):

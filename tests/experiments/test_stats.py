@@ -242,7 +242,7 @@ def _simulated_tost_power(n, margin, std, true_difference, reps=20000, seed=0):
 
 
 @pytest.mark.parametrize("n,margin,std,true_difference", [(5, 0.01, 0.008, 0.0), (10, 0.005, 0.006, 0.001),
-                                                         (3, 1.0, 0.3, 0.2)])
+                                                         (3, 1.0, 0.3, 0.2), (2, 1.0, 0.2, 0.0)])
 def test_tost_power_matches_simulation(n, margin, std, true_difference):
     exact = stats.tost_power(n, margin, std, true_difference=true_difference)
     simulated = _simulated_tost_power(n, margin, std, true_difference)

@@ -396,6 +396,7 @@ class Contrast:
     tost_p: float = math.nan      # TOST p at the margin (unadjusted)
     tost_holm: float = math.nan   # Holm-adjusted TOST p over the family
     mde: float = math.nan         # detectable difference (power 0.8) at the level the claim is tested
+    seeds_needed: int | None = None  # paired seeds for TOST at the margin with power 0.8, if truly equal
 
     @property
     def name(self) -> str:
@@ -490,6 +491,11 @@ def _apply_family(study: Study, contrasts: list[Contrast]) -> None:
         c.family_declared = bool(declared)
         alpha = stats.ALPHA / c.family_size if c.in_family else stats.ALPHA
         c.mde = c.diff.mde(alpha=alpha)
+        if c.margin and c.diff.n >= 2 and c.diff.std > 0:
+            try:  # the power analysis for the next study: this spread, a true difference of 0
+                c.seeds_needed = stats.seeds_for_equivalence(c.margin, c.diff.std, alpha=alpha)
+            except ValueError:  # more than stats' max_n: shown as such
+                c.seeds_needed = -1
 
 
 def _p(p: float) -> str:
@@ -526,6 +532,10 @@ def comparison_table(entries: list[dict]) -> str:
               f"TOST ±{100 * margin:.2g} pp" if margin else "TOST", "detectable diff pp"]
     rows = [[_point_text(c.a.point), c.name + (" ★" if c.in_family else ""), c.diff.format(scale=100), _p(c.diff.p),
              _p(c.p_holm) if c.in_family else "–", _tost_text(c), _pp(c.mde)] for c in contrasts]
+    if margin:
+        header.append(f"seeds for ±{100 * margin:.2g} pp")
+        for row, c in zip(rows, contrasts):
+            row.append("–" if c.seeds_needed is None else ">10000" if c.seeds_needed < 0 else str(c.seeds_needed))
     declared = any(c.family_declared for c in contrasts)
     note = (f"★: the study's family of {family_size} contrasts, Holm-corrected ("
             + ("declared in the spec" if declared else "none declared in the spec: every TR − base and "
@@ -533,7 +543,10 @@ def comparison_table(entries: list[dict]) -> str:
             "p: two-sided paired t-test. TOST: two one-sided paired t-tests at the study's equivalence margin "
             f"(each at {stats.ALPHA}). Detectable diff: smallest true difference found with power "
             f"{stats.POWER} (two-sided, at α = {stats.ALPHA}/{family_size or 1} for family members, {stats.ALPHA} "
-            "otherwise), from the observed spread of the paired differences.")
+            "otherwise), from the observed spread of the paired differences."
+            + (" Seeds for ±margin: paired seeds the equivalence test needs to pass with power "
+               f"{stats.POWER} at the same level if the true difference were 0 and the spread as observed "
+               "(a power analysis for a follow-up study)." if margin else ""))
     return note + "\n\n" + _md_table(header, rows)
 
 

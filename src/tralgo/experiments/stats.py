@@ -236,21 +236,24 @@ def tost_power(n: int, margin: float, std: float, alpha: float = ALPHA, true_dif
     if not std > 0 or not math.isfinite(std):
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
     from scipy import integrate
-    from scipy.stats import chi2, norm, t
+    from scipy.special import gammaln, ndtr, stdtrit
 
+    # scipy.special rather than scipy.stats objects inside the integrand: ~50x less overhead per call.
     df = n - 1
-    c = float(t.ppf(1 - alpha, df))
+    c = float(stdtrit(df, 1 - alpha))
     root_n = math.sqrt(n)
+    z = root_n / std
+    log_norm = -(df / 2) * math.log(2) - float(gammaln(df / 2))  # chi-square density constant
 
-    def passes_given(w: float) -> float:
+    def integrand(w: float) -> float:
         half = margin - c * std * math.sqrt(w / df) / root_n  # half width of the passing range of the mean
-        if half <= 0:
+        if half <= 0 or w <= 0:
             return 0.0
-        z = root_n / std
-        return float(norm.cdf((half - true_difference) * z) - norm.cdf((-half - true_difference) * z))
+        density = math.exp(log_norm + (df / 2 - 1) * math.log(w) - w / 2)
+        return float(ndtr((half - true_difference) * z) - ndtr((-half - true_difference) * z)) * density
 
     w_max = df * (margin * root_n / (c * std)) ** 2  # beyond it the passing range is empty
-    value, _ = integrate.quad(lambda w: passes_given(w) * chi2.pdf(w, df), 0, w_max, limit=200)
+    value, _ = integrate.quad(integrand, 0, w_max, limit=200)
     return min(max(value, 0.0), 1.0)
 
 
