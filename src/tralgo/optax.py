@@ -164,7 +164,7 @@ def trajectory_regularized(
         return TrajectoryRegularizedState(
             inner_state=inner.init(params),
             # A copy, so that donating both params and state to a jitted step is legal.
-            anchor=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
+            anchor=_copy(params),
             inner_step=jnp.zeros([], jnp.int32),
             count=jnp.zeros([], jnp.int32),
             initial_lr=jnp.asarray(initial_lr, dtype=optax.tree.dtype(params, "highest")),
@@ -176,7 +176,9 @@ def trajectory_regularized(
         chex.assert_trees_all_equal_shapes(updates, params)
         k = state.inner_step
         restart = k == 0
-        anchor = jax.tree.map(lambda a, p: jnp.where(restart, p, a), state.anchor, params)
+        # cond, not where: between restarts the anchor buffer passes through untouched (no write
+        # of a params-sized array per step); under vmap it becomes a select.
+        anchor = jax.lax.cond(restart, lambda: _copy(params), lambda: state.anchor)
         if lam_scaling == "constant":
             coeff = jnp.asarray(lam)
         else:
@@ -198,6 +200,10 @@ def trajectory_regularized(
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
 def restart_inner_loop(state: optax.OptState) -> optax.OptState:
