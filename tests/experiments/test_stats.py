@@ -180,8 +180,7 @@ def test_holm_matches_statsmodels_and_counts_missing_members():
         stats.holm([0.5, 1.5])
 
 
-# Few examples: statsmodels' multipletests runs gc.collect() on every call (~0.2 s under pytest).
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=10))
 def test_holm_adjusted_values_are_at_least_raw_and_keep_the_order(ps):
     adjusted = stats.holm(ps)

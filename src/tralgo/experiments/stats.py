@@ -12,6 +12,7 @@ equivalence test); ``POWER`` = 0.8 for detectable effects and seed counts.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -195,9 +196,17 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         raise ValueError(f"p-values must lie in [0, 1], got {list(pvalues)!r}")
     if not values:
         return []
+    import gc
+
     from statsmodels.stats.multitest import multipletests
 
-    adjusted = multipletests(values, method="holm")[1]
+    # multipletests calls gc.collect() on every call, which walks every object of the process (a
+    # report holds thousands of metric records: ~0.3 s per call). Frozen objects are skipped.
+    gc.freeze()
+    try:
+        adjusted = multipletests(values, method="holm")[1]
+    finally:
+        gc.unfreeze()
     return [math.nan if p is None or math.isnan(p) else float(q) for p, q in zip(pvalues, adjusted)]
 
 
@@ -215,10 +224,16 @@ def minimum_detectable_effect(n: int, std: float, alpha: float = ALPHA, power: f
         raise ValueError(f"std must be >= 0, got {std!r}")
     if std == 0:
         return 0.0
+    return _standardized_effect(n, alpha, power) * std
+
+
+@functools.lru_cache(maxsize=1024)
+def _standardized_effect(n: int, alpha: float, power: float) -> float:
+    """Detectable effect in units of the differences' std: the same for every contrast with n pairs
+    (a root search of ~10 ms, so a report computes it once per n, not once per contrast)."""
     from statsmodels.stats.power import TTestPower
 
-    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    return float(effect) * std
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided"))
 
 
 def tost_power(n: int, margin: float, std: float, alpha: float = ALPHA, true_difference: float = 0.0) -> float:
