@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
@@ -435,3 +437,58 @@ def test_update_needs_params_and_matching_shapes():
 def test_import_tralgo_does_not_import_jax():
     code = "import sys, tralgo; bad = {'jax', 'optax', 'chex'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- any hyperparameters: the same arithmetic as torch ---------------------------------------------
+
+_property_updates = {}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["sgd", "adam"]),
+    lam=st.floats(0.0, 5.0),
+    inner_steps=st.integers(1, 6),
+    lr=st.floats(1e-3, 0.2),
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    weight_decay=st.floats(0.0, 0.1),
+    drop_at=st.integers(0, 12),
+    lam_scaling=st.sampled_from(["constant", "inverse_lr"]),
+    inner_lr_decay=st.booleans(),
+)
+def test_any_hyperparameters_match_torch(kind, lam, inner_steps, lr, momentum, weight_decay, drop_at,
+                                         lam_scaling, inner_lr_decay):
+    """Recorded-gradient replay (as in the parity test) with hypothesis-drawn hyperparameters and an
+    lr drop x0.1 at ``drop_at``: JAX and torch agree to rounding."""
+    tr = dict(lam=lam, inner_steps=inner_steps, lam_scaling=lam_scaling, inner_lr_decay=inner_lr_decay)
+    rng = np.random.RandomState(0)
+    w0, grads = rng.randn(3, 2), rng.randn(12, 3, 2)
+    w = torch.tensor(w0, requires_grad=True)
+    if kind == "sgd":
+        torch_opt = tralgo.TRSGD([w], lr=lr, momentum=momentum, weight_decay=weight_decay, **tr)
+        opt = optax.inject_hyperparams(tro.trsgd)(learning_rate=lr, momentum=momentum, weight_decay=weight_decay, **tr)
+    else:
+        torch_opt = tralgo.TRAdam([w], lr=lr, weight_decay=weight_decay, **tr)
+        opt = optax.inject_hyperparams(tro.tradam)(learning_rate=lr, weight_decay=weight_decay, **tr)
+    params = {"w": jnp.asarray(w0)}
+    state = opt.init(params)
+    update = _property_updates.setdefault((kind, lam_scaling, inner_lr_decay), jax.jit(opt.update))
+    for t, g in enumerate(grads):
+        step_lr = lr * 0.1 if t >= drop_at else lr
+        torch_opt.param_groups[0]["lr"] = step_lr
+        state.hyperparams["learning_rate"] = jnp.asarray(step_lr)
+        w.grad = torch.tensor(g)
+        torch_opt.step()
+        updates, state = update({"w": jnp.asarray(g)}, state, params)
+        params = optax.apply_updates(params, updates)
+        ours, theirs = np.asarray(params["w"]), w.detach().numpy()
+        assert np.linalg.norm(ours - theirs) <= 1e-12 * max(np.linalg.norm(theirs), 1.0), t
+
+
+def test_initial_lr_is_kept_at_least_in_float32_for_low_precision_params():
+    opt = tro.tradam(3e-3, lam=0.2, lam_scaling="inverse_lr")
+    state = opt.init({"w": jnp.ones(4, jnp.bfloat16)})
+    assert state.initial_lr.dtype == jnp.float32
+    assert float(state.initial_lr) == float(np.float32(3e-3))  # bfloat16 would round it to 0.0029907
+    updates, state = jax.jit(opt.update)({"w": jnp.ones(4, jnp.bfloat16)}, state, {"w": jnp.ones(4, jnp.bfloat16)})
+    assert updates["w"].dtype == state.anchor["w"].dtype == jnp.bfloat16
