@@ -95,3 +95,30 @@ def test_bad_raw_tables_are_one_line_errors(tmp_path, capsys):
     assert "method must be one of" in capsys.readouterr().err
     assert main(["compare", "--from", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_table_and_curves_regenerate_from_the_raw_files_of_a_study(tmp_path):
+    rng = random.Random(1)
+    methods, seeds = ["adam", "tradam"], [1, 2]
+    gt = None
+    for method in methods:
+        for seed in seeds:
+            run = compare.run_dir_of(tmp_path / "study", method, seed)
+            run.mkdir(parents=True)
+            e = _fake_eval(rng)
+            e["gt"] = gt = gt or e["gt"]
+            (run / EVAL_FILE).write_text(json.dumps(e))
+            (run / "result.json").write_text(json.dumps({"wall_s": 1.0}))
+            lines = [{"kind": "train", "iter": it, "loss_G_L1": rng.random()} for it in (50, 100, 150)]
+            lines += [{"kind": "val", "iter": it, "val_l1": rng.random()} for it in (100, 150)]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    study = tmp_path / "study"
+    compare.summarise(study, methods, seeds)
+    compare.plot_curves(study, methods, seeds)
+    curves = (study / compare.CURVES_CSV).read_text().splitlines()
+    assert curves[0] == ",".join(compare.CURVE_COLUMNS) and len(curves) == 1 + 4 * 5
+    assert curves[1].startswith("adam,1,loss_G_L1,50,")
+    again = tmp_path / "again"
+    assert main(["compare", "--from", str(study / compare.RUNS_CSV), "--out", str(again)]) == 0
+    assert (again / "table.md").read_text() == (study / "table.md").read_text()
+    assert (again / "curves.png").read_bytes() == (study / "curves.png").read_bytes()

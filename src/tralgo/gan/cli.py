@@ -202,7 +202,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _compare_from(source: Path, out: Path) -> None:
     from tralgo.experiments.io import atomic_write_text
-    from tralgo.gan.compare import RUNS_CSV, export_summary, format_table, read_raw
+    from tralgo.gan.compare import CURVES_CSV, RUNS_CSV, draw_curves, export_summary, format_table, read_curves, read_raw
 
     if source.suffix == ".json":
         try:
@@ -220,6 +220,9 @@ def _compare_from(source: Path, out: Path) -> None:
     atomic_write_text(out / "table.md", table)
     print(table)
     _log(f"wrote {out / 'table.md'} from {source}")
+    curves = source.with_name(CURVES_CSV)
+    if curves.is_file():  # studies exported from a summary.json have no per-iteration data
+        _log(f"wrote {draw_curves(read_curves(curves), out / 'curves.png')} from {curves}")
 
 
 def main(argv: list[str]) -> int:

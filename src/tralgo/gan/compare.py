@@ -2,9 +2,9 @@
 the paper's Tables 2-3 (GT, then one row per optimizer; mean +- std over seeds).
 
 Next to ``table.md`` and ``summary.json``, ``compare`` writes the raw per-run table ``runs.csv`` (+
-``per_class_iou.csv``); ``tralgo gan compare --from runs.csv --out DIR`` rebuilds ``table.md`` from
-it alone (``read_raw``), and ``--from summary.json`` exports an older study whose run folders are
-gone (``export_summary``)."""
+``per_class_iou.csv``) and the per-iteration ``curves.csv``; ``tralgo gan compare --from runs.csv
+--out DIR`` rebuilds ``table.md`` (and ``curves.png`` where ``curves.csv`` is there) from them alone,
+and ``--from summary.json`` exports an older study whose run folders are gone (``export_summary``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -374,25 +374,62 @@ def _with_row_names(grid: np.ndarray, names: list[str], scale: int) -> np.ndarra
     return np.asarray(canvas)
 
 
+# curves.csv: the per-iteration raw data of curves.png, one row per (method, seed, curve, iteration).
+CURVES_CSV = "curves.csv"
+CURVE_COLUMNS = ("method", "seed", "curve", "iter", "value")
+CURVES = (("train", "loss_G_L1"), ("val", "val_l1"))  # (metrics.jsonl kind, key) = the curve's name
+
+
+def collect_curves(out: str | Path, methods, seeds) -> list[tuple]:
+    """(method, seed, curve, iter, value) rows from the runs' metrics.jsonl files."""
+    from tralgo.experiments.io import read_jsonl
+
+    rows = []
+    for method in methods:
+        for seed in seeds:
+            metrics = run_dir_of(Path(out), method, seed) / "metrics.jsonl"
+            if metrics.exists():
+                records = list(read_jsonl(metrics))
+                for kind, key in CURVES:
+                    rows += [(method, seed, key, r["iter"], r[key]) for r in records if r.get("kind") == kind]
+    return rows
+
+
+def read_curves(path: str | Path) -> list[tuple]:
+    import csv
+
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    if table and tuple(table[0]) != CURVE_COLUMNS:
+        raise ValueError(f"{str(path)!r} is not a curves.csv of tralgo gan compare (columns {', '.join(CURVE_COLUMNS)})")
+    return [(r["method"], int(r["seed"]), r["curve"], int(r["iter"]), _float(r["value"], str(path))) for r in table]
+
+
 def plot_curves(out: str | Path, methods, seeds, path: str | Path | None = None) -> Path:
+    """curves.csv (the raw per-iteration values) and curves.png from the runs' metrics.jsonl."""
+    out = Path(out)
+    rows = collect_curves(out, methods, seeds)
+    atomic_write_text(out / CURVES_CSV, _csv_text(CURVE_COLUMNS, rows))
+    return draw_curves(rows, Path(path) if path else out / "curves.png")
+
+
+def draw_curves(rows: list[tuple], path: Path) -> Path:
     """PNG: training L1 (per logging interval) and validation L1 (per checkpoint) against
-    iterations, mean over seeds with min-max bands, one colour per method."""
+    iterations, mean over seeds with min-max bands, one colour per method (in the rows' order)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tralgo.experiments.io import read_jsonl
-
-    out = Path(out)
+    methods = list(dict.fromkeys(r[0] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for method in methods:
-        for ax, kind, key in ((axes[0], "train", "loss_G_L1"), (axes[1], "val", "val_l1")):
-            curves = []
-            for seed in seeds:
-                metrics = run_dir_of(out, method, seed) / "metrics.jsonl"
-                if metrics.exists():
-                    curves.append({r["iter"]: r[key] for r in read_jsonl(metrics) if r.get("kind") == kind})
+        for ax, (_, key) in zip(axes, CURVES):
+            by_seed: dict[int, dict[int, float]] = {}
+            for m, seed, curve, it, value in rows:
+                if m == method and curve == key:
+                    by_seed.setdefault(seed, {})[it] = value
+            curves = list(by_seed.values())
             if not curves:
                 continue
             iters = sorted(set.intersection(*(set(c) for c in curves)))
@@ -403,7 +440,6 @@ def plot_curves(out: str | Path, methods, seeds, path: str | Path | None = None)
     axes[1].set(title="validation L1 (test-mode G)", xlabel="iteration", ylabel="L1")
     axes[0].legend()
     fig.tight_layout()
-    path = Path(path) if path else out / "curves.png"
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
