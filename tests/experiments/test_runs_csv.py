@@ -232,3 +232,45 @@ def test_report_from_a_file_that_is_not_a_runs_csv_is_one_error(tmp_path, capsys
     assert "does not exist" in capsys.readouterr().err
     assert report.main(["--out", str(tmp_path / "o")]) == 2
     assert "give run folders (RUNS) or --from RUNS_CSV" in capsys.readouterr().err
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def regenerate(folder: Path, out: Path) -> list[str]:
+    """Rebuild ``folder``'s report from its runs.csv into ``out``; the names of files that differ."""
+    committed = (folder / "report.md").read_text(encoding="utf-8")
+    title = committed.splitlines()[0].removeprefix("# ")
+    plots = any(folder.glob("*.png"))
+    report.build_report(None, out, title=title, plots=plots, runs=runs_csv.read_runs_csv(folder / "runs.csv"))
+    names = ["report.md"] + sorted(p.name for p in out.glob("*.png"))
+    return [n for n in names if not (folder / n).is_file() or (folder / n).read_bytes() != (out / n).read_bytes()]
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in RESULTS.glob("*/runs.csv")) or [None],
+                         ids=lambda p: p.name if p else "none")
+def test_committed_results_regenerate_from_their_runs_csv(folder, tmp_path):
+    # Every docs/results/<name>/ with a runs.csv: `tralgo report --from runs.csv` gives its report.md
+    # and plots byte for byte (the title is the report's first line).
+    if folder is None:
+        pytest.skip("no docs/results/*/runs.csv committed yet")
+    pytest.importorskip("matplotlib")
+    assert regenerate(folder, tmp_path / "out") == []
+
+
+def test_regenerate_detects_a_changed_number(study_runs, tmp_path):
+    folder = tmp_path / "results"
+    assert report.main([str(study_runs), "--out", str(folder), "--export-csv", str(folder / "runs.csv"),
+                        "--title", "My study", "--no-plots"]) == 0
+    assert regenerate(folder, tmp_path / "a") == []
+    import csv
+
+    with (folder / "runs.csv").open() as f:
+        table = list(csv.DictReader(f))
+    last = max(i for i, r in enumerate(table) if r["folder"].endswith("head/sgd/seed-4") and r["study"] == "head")
+    table[last]["test_acc"] = "0.85"  # the final test accuracy of one run, 0.84 before
+    with (folder / "runs.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table)
+    assert regenerate(folder, tmp_path / "b") == ["report.md"]

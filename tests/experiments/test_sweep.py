@@ -468,3 +468,13 @@ lr = 0.1
     assert summary["finished"] == 4
     recorded = json.loads((shared[0].folder / sweep.SWEEP_FILE).read_text())
     assert [m["study"] for m in recorded["memberships"]] == ["headline", "table4"]
+
+
+def test_a_bad_value_with_existing_tuning_folders_is_one_error(tmp_path, fake_train, capsys):
+    out = tmp_path / "runs"
+    spec = sweep.load_spec(write(tmp_path, TUNE_SPEC))
+    sweep.SweepRunner(spec, out, workers=2, command=fake_train, poll_s=0.02, echo=lambda *_: None, max_runs=2).run()
+    bad = write(tmp_path, TUNE_SPEC.replace("sgd = { lr = [0.2, 0.05, 666] }", "sgd = { lr = [0.2, 0.05, -1.0] }"))
+    assert sweep.main([str(bad), "--out", str(out), "--status"]) == 2
+    err = capsys.readouterr().err
+    assert "lr must be a finite number > 0, got -1.0" in err and err.count("\n") == 1

@@ -260,6 +260,9 @@ def code_version(root: Path | None = None) -> dict[str, Any]:
         import tralgo
 
         root = Path(tralgo.__file__).resolve().parents[2]
+        if not (root / "src" / "tralgo" / "__init__.py").is_file():
+            # an installed copy, not a checkout: a git repository around it is not tralgo's
+            return {"git_commit": None, "git_dirty": None, "dirty_files": []}
 
     def git(*args: str) -> str | None:
         try:

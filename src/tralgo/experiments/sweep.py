@@ -108,9 +108,12 @@ class Run:
                 "variant_index": self.variant_index, **({"tuned": self.tuned} if self.tuned else {})}
 
     def config(self) -> config_lib.TrainConfig:
-        """The run's full resolved configuration: its identity."""
+        """The run's full resolved configuration: its identity. A bad value is a SpecError."""
         train, _ = config_lib.split_options(self.options)
-        return config_lib.TrainConfig(**train).resolved()
+        try:
+            return config_lib.TrainConfig(**train).resolved()
+        except ValueError as exc:
+            raise SpecError(f"study {self.study!r} variant {self.variant!r} ({_folder_name(self.grid)}): {exc}") from None
 
     def identity(self) -> dict:
         """What ``sweep.json`` records: the spec's options, the full resolved configuration they
@@ -256,10 +259,7 @@ def check_runs(runs: list[Run]) -> None:
         if key in seen:
             continue
         seen.add(key)
-        try:
-            run.config()
-        except ValueError as exc:
-            raise SpecError(f"study {run.study!r} variant {run.variant!r} ({_folder_name(run.grid)}): {exc}") from None
+        run.config()
 
 
 def _value_label(value: Any) -> str:
