@@ -478,3 +478,39 @@ def test_a_bad_value_with_existing_tuning_folders_is_one_error(tmp_path, fake_tr
     assert sweep.main([str(bad), "--out", str(out), "--status"]) == 2
     err = capsys.readouterr().err
     assert "lr must be a finite number > 0, got -1.0" in err and err.count("\n") == 1
+
+
+def _other_value(f):
+    """A valid value of field ``f`` other than its default."""
+    from tralgo.experiments import config as config_lib
+
+    base, _ = config_lib.field_type(f)
+    choices = config_lib.choices_of(f)
+    if choices:
+        return next(c for c in choices if c != f.default)
+    if base is bool:
+        return not f.default
+    if base is int:
+        return 2 if f.default is None else f.default + 1
+    if base is float:
+        return 0.5 if f.default is None else f.default / 2
+    return "somewhere"
+
+
+def test_every_spec_option_reaches_train_with_its_value(tmp_path, capsys):
+    # The spec's keys, the printed command and train's parser all come from config.py: each
+    # option set to a non-default value in a spec arrives in train's TrainConfig/RunOptions.
+    from tralgo.experiments.train_cli import build_parser, config_from_args
+
+    values = {name: _other_value(f) for name, f in sweep.SPEC_OPTIONS.items()}
+    values["optimizer"] = "trsgd"  # a valid combination: lookahead options are accepted by any optimizer
+    values["lookahead_alpha"] = 0.25
+    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items() if k != "seed")
+    text = f"[defaults]\n{body}\n[[study]]\nname='a'\n[study.grid]\nseed=[{values['seed']}]\n" \
+           "[[study.variant]]\nname='x'\n"
+    assert sweep.main([str(write(tmp_path, text)), "--dry-run", "--launcher", "python", "--out", str(tmp_path / "r")]) == 0
+    args = shlex.split(capsys.readouterr().out.strip())
+    config, options = config_from_args(build_parser().parse_args(args[args.index("train") + 1:]))
+    for name, value in values.items():
+        got = getattr(config, name) if hasattr(config, name) else getattr(options, name)
+        assert got == value, name
