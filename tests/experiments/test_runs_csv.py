@@ -274,3 +274,19 @@ def test_regenerate_detects_a_changed_number(study_runs, tmp_path):
         writer.writeheader()
         writer.writerows(table)
     assert regenerate(folder, tmp_path / "b") == ["report.md"]
+
+
+def test_folders_of_two_specs_with_the_same_names_are_not_pooled(tmp_path, capsys):
+    # Seeds 1-2 of study "head"/sgd at lr 0.1, seeds 3-4 from another spec at lr 0.05: one cell by
+    # name, two configurations. Pooling them would report a mean over two settings.
+    first, second = tmp_path / "a", tmp_path / "b"
+    for seed in (1, 2):
+        sweep_run(first, "head", "sgd", seed, 0.8)
+    for seed in (3, 4):
+        folder = sweep_run(second, "head", "sgd", seed, 0.8)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "lr": 0.05}))
+    assert report.main([str(first), str(second), "--out", str(tmp_path / "out"), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "but ran different settings (lr 0.1 vs 0.05)" in err and err.count("\n") == 1
+    assert report.main([str(first), "--out", str(tmp_path / "out"), "--no-plots"]) == 0

@@ -239,8 +239,9 @@ def _label_key(label: str) -> tuple:
 
 
 def group(runs: list[RunRecord]) -> dict[str, Study]:
-    """Runs into studies and cells. Two runs of one cell with the same seed are an error: one
-    would silently replace the other in every paired statistic."""
+    """Runs into studies and cells. Two runs of one cell with the same seed are an error (one
+    would silently replace the other in every paired statistic), and so are two runs of one cell
+    with different settings (they would be pooled)."""
     studies: dict[str, Study] = {}
     for run in runs:
         for m in run.memberships:
@@ -261,8 +262,29 @@ def group(runs: list[RunRecord]) -> dict[str, Study]:
                 raise ValueError(f"{twin.folder} and {run.folder} are the same configuration (study {m['study']!r}, "
                                  f"{m['variant']}, {_point_text(point)}) with the same seed {run.seed}; "
                                  "report one of them, or give them different seeds")
+            _check_same_configuration(cell, run, m["study"])
             cell.runs.append(run)
     return studies
+
+
+def _check_same_configuration(cell: Cell, run: RunRecord, study: str) -> None:
+    """A cell's runs differ only in the seed; folders of two specs that name a study, variant and
+    grid point alike but ran other settings are an error, never pooled."""
+    if run.status == "not started":  # its record may hold the spec's unresolved options only
+        return
+    other = next((r for r in cell.runs if r.status != "not started"), None)
+    if other is None:
+        return
+    optimizer = str(config_lib.recorded_setting(run.config, "optimizer"))
+    keys = [k for k in config_lib.grouping_keys() if k not in config_lib.OPTIMIZER_DETAILS or _uses(optimizer, k)]
+    changed = [f"{key} {config_lib.recorded_setting(other.config, key)!r} vs "
+               f"{config_lib.recorded_setting(run.config, key)!r}" for key in keys
+               if not config_lib.same_value(config_lib.recorded_setting(other.config, key),
+                                            config_lib.recorded_setting(run.config, key))]
+    if changed:
+        raise ValueError(f"{other.folder} and {run.folder} are both study {study!r}, {cell.variant}, "
+                         f"{_point_text(cell.point)} but ran different settings ({'; '.join(changed)}); "
+                         "report them separately")
 
 
 def _variant_label(variant: str, study: Study) -> str:
