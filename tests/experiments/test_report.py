@@ -301,3 +301,13 @@ def test_pivot_repeats_a_variant_that_ignores_the_axis(tmp_path):
     # S = 1 pairs with the SGD runs that ignore S.
     (entry_s1, entry_s10) = report.comparisons(study)
     assert entry_s1["vs_base"].diff.mean == pytest.approx(0.0) and entry_s10["vs_base"].diff.mean == pytest.approx(0.02)
+
+
+def test_declared_contrast_without_runs_is_listed_and_counts_in_the_family(tmp_path):
+    root = _with_report_opts(tmp_path, {"contrasts": [["trsgd", "sgd"], ["ghost", "sgd"]]})
+    text = report.build_report([root], tmp_path / "out", title="T", command="c", plots=False)
+    assert "- Declared contrast ghost − SGD: untested, one side has no runs yet" in text
+    d = stats.paired_difference({s: a + 0.02 + 0.001 * s for s, a in enumerate(SGD, 1)}, dict(enumerate(SGD, 1)))
+    row = _finding(text, "| batch_size 8 | TRSGD − SGD ★ |")
+    assert f"| {report._p(d.p)} | {report._p(min(1.0, 2 * d.p))} |" in row
+    assert "family of 2 contrasts" in text

@@ -478,8 +478,14 @@ def comparisons(study: Study) -> list[dict]:
                 continue
             shown[(a_name, b_name, point)] = c = _contrast(a, b, margin)
             out.append({"cell": a, "base": b, "vs_base": c, "controls": [], "declared": True})
-    _apply_family(study, _entry_contrasts(out))
+    _apply_family(study, _entry_contrasts(out), untested=len(_untested_contrasts(study, out)))
     return out
+
+
+def _untested_contrasts(study: Study, entries: list[dict]) -> list[tuple[str, str]]:
+    """Declared contrasts with no cell pair at any grid point (a side not run yet)."""
+    present = {(c.a.variant, c.b.variant) for c in _entry_contrasts(entries)}
+    return [tuple(pair) for pair in study.report.get("contrasts") or [] if tuple(pair) not in present]
 
 
 def _entry_contrasts(entries: list[dict]) -> list[Contrast]:
@@ -491,13 +497,14 @@ def _entry_contrasts(entries: list[dict]) -> list[Contrast]:
     return out
 
 
-def _apply_family(study: Study, contrasts: list[Contrast]) -> None:
+def _apply_family(study: Study, contrasts: list[Contrast], untested: int = 0) -> None:
     """Mark the family and fill in its Holm-adjusted p-values and detectable differences.
 
     The family is the study's declared ``contrasts`` at every grid point; a study that declares none
     gets every TR − base and TR − control contrast (the claims its findings make). The detectable
     difference of a family member is computed at alpha / (family size), the level of Holm's first
     step, so it is detected whatever the other members' p-values are; other contrasts at alpha.
+    ``untested`` declared contrasts without runs count in the family as p = 1 (see ``stats.holm``).
     """
     declared = study.report.get("contrasts")
     if declared:
@@ -505,10 +512,12 @@ def _apply_family(study: Study, contrasts: list[Contrast]) -> None:
         family = [c for c in contrasts if (c.a.variant, c.b.variant) in wanted]
     else:
         family = [c for c in contrasts if c.a.role == "tr" and c.b.variant != c.a.variant]
-    p_holm = stats.holm([c.diff.p for c in family])
-    tost_holm = stats.holm([c.tost_p for c in family]) if study.report.get("equivalence_margin") else [math.nan] * len(family)
+    missing = [math.nan] * untested
+    p_holm = stats.holm([c.diff.p for c in family] + missing)
+    tost_holm = (stats.holm([c.tost_p for c in family] + missing) if study.report.get("equivalence_margin")
+                 else [math.nan] * len(family))
     for c, p, q in zip(family, p_holm, tost_holm):
-        c.in_family, c.family_size, c.p_holm, c.tost_holm = True, len(family), p, q
+        c.in_family, c.family_size, c.p_holm, c.tost_holm = True, len(family) + untested, p, q
     for c in contrasts:
         c.family_declared = bool(declared)
         alpha = stats.ALPHA / c.family_size if c.in_family else stats.ALPHA
@@ -627,6 +636,10 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
             text += f" Diverged runs: {cell.count('diverged')} of {len(cell.runs)} ({cell.label}), " \
                     f"{base.count('diverged')} of {len(base.runs)} ({base.label})."
         lines.append(text)
+    for a_name, b_name in _untested_contrasts(study, entries):
+        label = {c.variant: c.label for c in study.cells.values()}
+        lines.append(f"Declared contrast {label.get(a_name, a_name)} − {label.get(b_name, b_name)}: "
+                     "untested, one side has no runs yet (it counts in the Holm family as p = 1).")
     for point in study.points():
         ranked = [(stats.summarize(list(c.values().values())).mean, c.label)
                   for v in study.variant_order if (c := study.cell(v, point)) is not None and c.values()]
