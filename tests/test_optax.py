@@ -323,7 +323,7 @@ def test_inject_hyperparams_lr_drop_keeps_the_initial_lr_for_inverse_lr():
     scheduled, _ = _run(tro.tradam(optax.piecewise_constant_schedule(0.05, {drop: 0.1}), **kw), _params(), steps)
 
     opt = optax.inject_hyperparams(tro.tradam)(learning_rate=0.05, **kw)
-    params, state = _params(), None
+    params = _params()
     state = opt.init(params)
     update = jax.jit(opt.update)
     for t in range(steps):
