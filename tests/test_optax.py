@@ -492,3 +492,9 @@ def test_initial_lr_is_kept_at_least_in_float32_for_low_precision_params():
     assert float(state.initial_lr) == float(np.float32(3e-3))  # bfloat16 would round it to 0.0029907
     updates, state = jax.jit(opt.update)({"w": jnp.ones(4, jnp.bfloat16)}, state, {"w": jnp.ones(4, jnp.bfloat16)})
     assert updates["w"].dtype == state.anchor["w"].dtype == jnp.bfloat16
+
+
+def test_wrapping_twice_is_refused():
+    twice = tro.trajectory_regularized(optax.chain(optax.clip(1.0), tro.tradam(0.1)))
+    with pytest.raises(ValueError, match="already trajectory-regularized"):
+        twice.init(_params())

@@ -161,8 +161,12 @@ def trajectory_regularized(
             lr0, lam_value = _concrete(initial_lr), _concrete(lam)
             if lr0 is not None and lam_value is not None and lam_value > 0 and not lr0 > 0:
                 raise ValueError(f"lam_scaling='inverse_lr' needs a positive initial learning rate, got lr(0)={lr0!r}")
+        inner_state = inner.init(params)
+        if any(_is_tr_state(node) for node in jax.tree.leaves(inner_state, is_leaf=_is_tr_state)):
+            raise ValueError("inner is already trajectory-regularized (trsgd/tradam/tradamw or "
+                             "trajectory_regularized); wrap its base only once")
         return TrajectoryRegularizedState(
-            inner_state=inner.init(params),
+            inner_state=inner_state,
             # A copy, so that donating both params and state to a jitted step is legal.
             anchor=_copy(params),
             inner_step=jnp.zeros([], jnp.int32),
@@ -219,28 +223,21 @@ def restart_inner_loop(state: optax.OptState) -> optax.OptState:
     """
     found = []
 
-    def is_tr(node: Any) -> bool:
-        return isinstance(node, TrajectoryRegularizedState)
-
     def reset(node: Any) -> Any:
-        if not is_tr(node):
+        if not _is_tr_state(node):
             return node
         found.append(node)
-        return node._replace(inner_state=_restart_nested(node.inner_state),
-                             inner_step=jnp.zeros_like(node.inner_step))
+        return node._replace(inner_step=jnp.zeros_like(node.inner_step))
 
-    new_state = jax.tree.map(reset, state, is_leaf=is_tr)
+    new_state = jax.tree.map(reset, state, is_leaf=_is_tr_state)
     if not found:
         raise ValueError("restart_inner_loop: the state holds no TrajectoryRegularizedState "
                          "(was it built by trajectory_regularized / trsgd / tradam / tradamw?)")
     return new_state
 
 
-def _restart_nested(inner_state: optax.OptState) -> optax.OptState:
-    try:
-        return restart_inner_loop(inner_state)
-    except ValueError:
-        return inner_state
+def _is_tr_state(node: Any) -> bool:
+    return isinstance(node, TrajectoryRegularizedState)
 
 
 class ScaleByTorchAmsgradState(NamedTuple):
