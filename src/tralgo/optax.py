@@ -193,7 +193,8 @@ def trajectory_regularized(
             # inner's state (Adam's moments), so the proximal term is switched off, as in torch.
             safe_lr = jnp.where(lr == 0, 1, lr)
             coeff = jnp.where(lr == 0, 0, lam * state.initial_lr / safe_lr)
-        # At k == 0 the anchor is w: the term is exactly zero (and coeff may not be finite yet).
+        # At k == 0 the anchor is w, so the term is zero for any finite lam_k; torch adds nothing
+        # then, and neither does this, even when lam * lr(0) / lr(t) overflows.
         coeff = jnp.where(restart, 0, coeff)
         grads = jax.tree.map(lambda g, p, a: g + (coeff * (p - a)).astype(g.dtype), updates, params, anchor)
         updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
