@@ -76,8 +76,9 @@ def test_validate_rejects_eval_every_below_one():
 
 
 def _train(out, **changes):
-    config = TrainConfig(model="cnn", width=0.25, optimizer="trsgd", lr=0.05, epochs=5, batch_size=8,
-                         inner_steps=3, eval_batch_size=64, seed=2, **changes)
+    settings = dict(model="cnn", width=0.25, optimizer="trsgd", lr=0.05, epochs=5, batch_size=8,
+                    inner_steps=3, eval_batch_size=64, seed=2)
+    config = TrainConfig(**{**settings, **changes})
     return config, lambda **o: run_training(config, RunOptions(out=str(out), device="cpu", progress=False, **o),
                                             dataset=DATA, log=lambda _: None)
 
@@ -123,3 +124,28 @@ def test_resume_refuses_a_changed_eval_every(tmp_path):
     _, changed = _train(tmp_path / "r", eval_every=3)
     with pytest.raises(Exception, match="eval_every: 2 in the folder, 3 now"):
         changed(resume=True)
+
+
+def test_validation_after_the_subset_is_disjoint_and_keeps_every_training_image():
+    from tralgo.experiments.trainer import split_dataset
+
+    data = synthetic_dataset(n_train=50, n_test=8, seed=6)
+    split = split_dataset(data, 30, 10, seed=3, val_from="after_subset")
+    assert torch.equal(split.train_images, data.train_images[:30])  # all of the subset, in order
+    assert torch.equal(split.val_images, data.train_images[30:40])
+    assert torch.equal(split.val_labels, data.train_labels[30:40])
+    held_out = split_dataset(data, 30, 10, seed=3)  # the default: held out of the subset
+    assert len(held_out.train_images) == 20
+    with pytest.raises(ValueError, match="subset \\+ val_split <= the training set size 50"):
+        split_dataset(data, 45, 10, seed=3, val_from="after_subset")
+    with pytest.raises(ValueError, match="val_from 'after_subset' needs a subset"):
+        TrainConfig(val_split=10, val_from="after_subset").resolved()
+    with pytest.raises(ValueError, match="val_from must be one of subset, after_subset"):
+        TrainConfig(val_from="test").resolved()
+
+
+def test_a_run_validates_on_the_images_after_its_subset(tmp_path):
+    _, run = _train(tmp_path / "r", epochs=1, subset=40, val_split=16, val_from="after_subset")
+    assert run() == 0
+    (record,) = _records(tmp_path / "r")
+    assert record["step"] == 5 and "val_acc" in record  # 40 training images / batch 8

@@ -514,3 +514,14 @@ def test_every_spec_option_reaches_train_with_its_value(tmp_path, capsys):
     for name, value in values.items():
         got = getattr(config, name) if hasattr(config, name) else getattr(options, name)
         assert got == value, name
+
+
+def test_tuning_can_validate_on_images_after_the_subset(tmp_path):
+    text = TUNE_SPEC.replace("val_split = 100\n", "val_split = 100\nval_from = \"after_subset\"\n")
+    text = text.replace("[defaults]\nepochs = 1", "[defaults]\nepochs = 1\nsubset = 1000")
+    runs, _ = sweep.plan(sweep.load_spec(write(tmp_path, text)), tmp_path / "runs")
+    tuning = [r for r in runs if r.tuning]
+    assert tuning and all(r.options["val_from"] == "after_subset" and r.options["subset"] == 1000 for r in tuning)
+    bad = write(tmp_path, TUNE_SPEC.replace("val_split = 100\n", "val_split = 100\nval_from = \"tset\"\n"), "bad.toml")
+    with pytest.raises(sweep.SpecError, match="val_from must be one of subset, after_subset"):
+        sweep.load_spec(bad)

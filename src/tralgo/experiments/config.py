@@ -43,6 +43,7 @@ def _models() -> tuple[str, ...]:
 
 
 LAM_SCALINGS = ("constant", "inverse_lr")
+VAL_FROM = ("subset", "after_subset")
 DEVICES = ("auto", "cpu", "cuda")
 
 _LAM_HELP = (
@@ -64,7 +65,12 @@ class TrainConfig:
 
     dataset: str = _opt("fashion-mnist", "dataset", "data", choices=_datasets)
     subset: int | None = _opt(None, "train on the first N training images only", "data")
-    val_split: int = _opt(0, "hold out N training images (seeded permutation) and log val_loss/val_acc", "data")
+    val_split: int = _opt(0, "N training images for validation (val_loss/val_acc), taken as --val-from says",
+                          "data")
+    val_from: str = _opt("subset", "where the --val-split images come from: subset = held out of the training "
+                         "subset by a permutation seeded with --seed (the run trains on the rest); after_subset = "
+                         "the N images that follow the first --subset (the run trains on all --subset images)",
+                         "data", choices=VAL_FROM)
     augment: bool = _opt(True, "the dataset's training augmentation (crop+flip on CIFAR, none on the MNISTs)",
                          "data")
     model: str = _opt("cnn", "model", "model", choices=_models)
@@ -127,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"subset must be an integer >= 1 (or omitted for the whole set), got {self.subset!r}")
         if self.val_split < 0:
             raise ValueError(f"val_split must be an integer >= 0, got {self.val_split!r}")
+        if self.val_split and self.val_from == "after_subset" and self.subset is None:
+            raise ValueError("val_from 'after_subset' needs a subset (the validation images follow it)")
         if not (math.isfinite(self.width) and self.width > 0):
             raise ValueError(f"width must be a finite number > 0, got {self.width!r}")
         self.optimizer_settings().validate()

@@ -28,7 +28,8 @@ Guarantees:
   the report computes wall time against the sum of run times (how busy the workers were).
 
 A study may tune learning rates first (``[study.tune]``): tuning runs hold out ``val_split``
-training images, each variant's candidate values are scored by the mean final validation
+training images (``val_from = "after_subset"``: the images after the ``subset``, so tuning trains
+on exactly the final runs' images), each variant's candidate values are scored by the mean final validation
 metric over the tuning seeds (the test set is never looked at), and the study's runs then use
 the best values. Those runs are planned as soon as their tuning runs are complete.
 """
@@ -62,7 +63,7 @@ VARIANT_META = frozenset({"name", "role", "base", "label", "ignore_grid"})
 # [default] or [study.gird]) is an error, since ignoring it would silently run the defaults.
 SPEC_KEYS = frozenset({"name", "out", "defaults", "study"})
 STUDY_KEYS = frozenset({"name", "priority", "defaults", "grid", "variant", "tune", "report"})
-TUNE_KEYS = frozenset({"val_split", "seeds", "metric", "search"})
+TUNE_KEYS = frozenset({"val_split", "val_from", "seeds", "metric", "search"})
 ROLES = ("base", "tr", "control")
 DONE_STATUSES = ("finished", "diverged")
 DIVERGED_EXIT_CODE = 3
@@ -232,6 +233,8 @@ def _validate_tune(tune: dict, vnames: list[str], where: str) -> None:
     val_split = tune.get("val_split")
     if isinstance(val_split, bool) or not isinstance(val_split, int) or val_split < 1:
         raise SpecError(f"{where} [tune]: val_split must be an int >= 1, got {val_split!r}")
+    if "val_from" in tune:
+        _check_train_keys({"val_from": tune["val_from"]}, f"{where} [tune]")
     seeds = tune.get("seeds")
     if not isinstance(seeds, list) or not seeds:
         raise SpecError(f"{where} [tune]: seeds must be a non-empty list")
@@ -390,7 +393,8 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index:
                 for seed_pos, seed in enumerate(tune["seeds"]):
                     run_labels = {**cand_labels, "seed": _value_label(seed)}
                     options = {**defaults, **grid_options, **var_options, **cand, "seed": seed,
-                               "val_split": tune["val_split"]}
+                               "val_split": tune["val_split"],
+                               **({"val_from": tune["val_from"]} if "val_from" in tune else {})}
                     run = Run(
                         study=study["name"], variant=variant["name"], role=variant.get("role", "base"),
                         base=variant.get("base"), grid=run_labels, options=options,

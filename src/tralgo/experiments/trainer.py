@@ -166,10 +166,19 @@ class DataSplit:
     in_channels: int
 
 
-def split_dataset(dataset, subset: int | None, val_split: int, seed: int) -> DataSplit:
+def split_dataset(dataset, subset: int | None, val_split: int, seed: int, val_from: str = "subset") -> DataSplit:
     """The first ``subset`` training images, minus ``val_split`` of them held out by a permutation
-    seeded with ``seed`` (the same hold-out for every optimizer of a comparison)."""
+    seeded with ``seed`` (the same hold-out for every optimizer of a comparison); with
+    ``val_from="after_subset"`` the validation images are the ``val_split`` that follow the first
+    ``subset`` instead, so tuning trains on exactly the images the final runs train on."""
     images, labels = dataset.train_images, dataset.train_labels
+    if val_split > 0 and val_from == "after_subset":
+        if subset is None or subset + val_split > len(images):
+            raise ValueError(f"val_from 'after_subset' needs subset + val_split <= the training set size "
+                             f"{len(images)}, got subset {subset} and val_split {val_split}")
+        return DataSplit(images[:subset], labels[:subset], dataset.test_images, dataset.test_labels,
+                         images[subset:subset + val_split], labels[subset:subset + val_split],
+                         tuple(dataset.mean), tuple(dataset.std), dataset.num_classes, dataset.in_channels)
     if subset is not None:
         if subset > len(images):
             raise ValueError(f"subset must be at most the training set size {len(images)}, got {subset}")
@@ -230,7 +239,8 @@ class Trainer:
             from tralgo.experiments.data import load_dataset
 
             dataset = load_dataset(self.config.dataset, data_dir)
-        self.data = split_dataset(dataset, self.config.subset, self.config.val_split, self.config.seed)
+        self.data = split_dataset(dataset, self.config.subset, self.config.val_split, self.config.seed,
+                                  self.config.val_from)
         self.augmentation = default_augmentation(self.config.dataset) if self.config.augment else None
 
         torch.manual_seed(self.config.seed)  # identical initial weights on every rank
