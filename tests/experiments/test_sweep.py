@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -525,3 +526,58 @@ def test_tuning_can_validate_on_images_after_the_subset(tmp_path):
     bad = write(tmp_path, TUNE_SPEC.replace("val_split = 100\n", "val_split = 100\nval_from = \"tset\"\n"), "bad.toml")
     with pytest.raises(sweep.SpecError, match="val_from must be one of subset, after_subset"):
         sweep.load_spec(bad)
+
+
+QMC_SPEC = """
+[defaults]
+epochs = 1
+subset = 1000
+[[study]]
+name = "tuned"
+[study.grid]
+seed = [1, 2, 3, 4, 5]
+[[study.variant]]
+name = "sgd"
+optimizer = "sgd"
+[[study.variant]]
+name = "trsgd"
+role = "tr"
+base = "sgd"
+optimizer = "trsgd"
+[study.tune]
+val_split = 500
+val_from = "after_subset"
+seeds = [1]
+trials = 12
+[study.tune.search]
+sgd = { lr = { log = [0.001, 1.0] } }
+trsgd = { lr = { log = [0.001, 1.0] }, lam = { log = [0.01, 10.0] }, inner_steps = [5, 10, 20] }
+"""
+
+
+def test_quasi_random_search_gives_each_variant_the_same_budget_inside_the_space(tmp_path):
+    spec = sweep.load_spec(write(tmp_path, QMC_SPEC))
+    runs, notes = sweep.plan(spec, tmp_path / "runs")
+    tuning = [r for r in runs if r.tuning]
+    sgd = [r.options for r in tuning if r.variant == "sgd"]
+    tr = [r.options for r in tuning if r.variant == "trsgd"]
+    assert len(sgd) == len(tr) == 12  # 12 trials x 1 tuning seed each
+    assert all(0.001 <= o["lr"] <= 1.0 and 0.01 <= o["lam"] <= 10 and o["inner_steps"] in (5, 10, 20) for o in tr)
+    assert len({o["lr"] for o in sgd}) == 12 and {o["inner_steps"] for o in tr} == {5, 10, 20}
+    # Log scale: about half of the 12 lrs below the geometric midpoint 0.0316 (a linear draw: ~0).
+    assert 4 <= sum(o["lr"] < 0.0316 for o in sgd) <= 8
+    # Deterministic: planning again (each time a worker frees) gives the same candidates.
+    again, _ = sweep.plan(spec, tmp_path / "runs")
+    assert [r.options for r in again if r.tuning] == [r.options for r in tuning]
+    assert notes == ["study 'tuned': 2 tuned configurations (10 runs) wait for their tuning runs to finish"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (("trials = 12\n", ""), "'lr' is a range, which needs [study.tune] trials = N"),
+    (("{ log = [0.001, 1.0] } }", "{ log = [0.0, 1.0] } }"), "must be a list of values, { log = [low, high] }"),
+    (("inner_steps = [5, 10, 20]", "inner_steps = { range = [5, 20] }"), "for a number setting"),
+    (("trials = 12", "trials = 0"), "trials must be an int >= 1, got 0"),
+])
+def test_bad_search_spaces_are_one_error(tmp_path, change, message):
+    with pytest.raises(sweep.SpecError, match=re.escape(message)):
+        sweep.load_spec(write(tmp_path, QMC_SPEC.replace(*change)))

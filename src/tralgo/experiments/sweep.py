@@ -63,7 +63,7 @@ VARIANT_META = frozenset({"name", "role", "base", "label", "ignore_grid"})
 # [default] or [study.gird]) is an error, since ignoring it would silently run the defaults.
 SPEC_KEYS = frozenset({"name", "out", "defaults", "study"})
 STUDY_KEYS = frozenset({"name", "priority", "defaults", "grid", "variant", "tune", "report"})
-TUNE_KEYS = frozenset({"val_split", "val_from", "seeds", "metric", "search"})
+TUNE_KEYS = frozenset({"val_split", "val_from", "seeds", "metric", "search", "trials", "sampler_seed"})
 ROLES = ("base", "tr", "control")
 DONE_STATUSES = ("finished", "diverged")
 DIVERGED_EXIT_CODE = 3
@@ -247,10 +247,64 @@ def _validate_tune(tune: dict, vnames: list[str], where: str) -> None:
         if not isinstance(space, dict):
             raise SpecError(f"{where} [tune.search]: {vname!r} must be a table of lists, got {space!r}")
         for key, values in space.items():
-            if not isinstance(values, list) or not values:
-                raise SpecError(f"{where} [tune.search.{vname}]: {key!r} must be a non-empty list")
-            for value in values:
-                _check_train_keys({key: value}, f"{where} [tune.search.{vname}]")
+            _validate_dimension(key, values, "trials" in tune, f"{where} [tune.search.{vname}]")
+    trials = tune.get("trials")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise SpecError(f"{where} [tune]: trials must be an int >= 1, got {trials!r}")
+    seed = tune.get("sampler_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError(f"{where} [tune]: sampler_seed must be an int >= 0, got {seed!r}")
+
+
+def _validate_dimension(key: str, values: Any, quasi_random: bool, where: str) -> None:
+    """A search dimension: a non-empty list of values, or (with ``trials``) a number range
+    ``{ log = [low, high] }`` (log-uniform, low > 0) or ``{ range = [low, high] }``."""
+    if isinstance(values, dict):
+        if not quasi_random:
+            raise SpecError(f"{where}: {key!r} is a range, which needs [study.tune] trials = N (quasi-random "
+                            "search); a grid search takes a list of values")
+        (kind, bounds), = values.items() if len(values) == 1 else ((None, None),)
+        numeric = config_lib.field_type(SPEC_OPTIONS[key])[0] is float if key in SPEC_OPTIONS else False
+        ok = (kind in ("log", "range") and numeric and isinstance(bounds, list) and len(bounds) == 2
+              and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+              and bounds[0] < bounds[1] and (kind == "range" or bounds[0] > 0))
+        if not ok:
+            raise SpecError(f"{where}: {key!r} must be a list of values, {{ log = [low, high] }} with 0 < low < high "
+                            f"or {{ range = [low, high] }} with low < high, for a number setting; got {values!r}")
+        return
+    if not isinstance(values, list) or not values:
+        raise SpecError(f"{where}: {key!r} must be a non-empty list")
+    for value in values:
+        _check_train_keys({key: value}, where)
+
+
+def search_candidates(tune: dict, space: dict) -> list[tuple]:
+    """The candidate values of a search space, one tuple per candidate in ``space``'s key order.
+
+    Without ``trials``: every combination of the listed values (grid search). With ``trials = N``:
+    N points of a scrambled Halton sequence (``scipy.stats.qmc``, seeded by ``sampler_seed``),
+    mapped to each dimension: log-uniform or uniform over a range (3 significant digits, so that
+    folder names stay readable), or an index into a list. Every tuned variant of a study gets the
+    same N points, the equal-budget protocol of AlgoPerf's external tuning ruleset."""
+    keys = list(space)
+    if "trials" not in tune:
+        return list(itertools.product(*(space[k] for k in keys)))
+    from scipy.stats import qmc
+
+    points = qmc.Halton(d=len(keys), scramble=True, seed=tune.get("sampler_seed", 0)).random(tune["trials"])
+    candidates = []
+    for point in points:
+        values = []
+        for u, key in zip(point, keys):
+            dimension = space[key]
+            if isinstance(dimension, list):
+                values.append(dimension[min(int(u * len(dimension)), len(dimension) - 1)])
+                continue
+            (kind, (low, high)), = dimension.items()
+            x = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if kind == "log" else low + u * (high - low)
+            values.append(float(f"{x:.3g}"))
+        candidates.append(tuple(values))
+    return candidates
 
 
 def check_runs(runs: list[Run]) -> None:
@@ -386,7 +440,7 @@ def _plan_tuning(study: dict, defaults: dict, out: Path, priority: int, s_index:
         for labels, grid_options, order in _grid_combinations(grid, variant.get("ignore_grid", [])):
             scores = {}
             complete = True
-            for candidate in itertools.product(*(space[k] for k in keys)):
+            for candidate in search_candidates(tune, space):
                 cand = dict(zip(keys, candidate))
                 cand_labels = {**labels, **{k: _value_label(v) for k, v in cand.items()}}
                 values = []
