@@ -335,10 +335,10 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run_folder(tmp_path):
 
 
 def test_the_sweeps_files_count_as_run_folder_entries():
-    from tralgo.experiments import sweep
+    from tralgo.experiments import cluster, sweep
 
     names = {getattr(sweep, n) for n in ("SWEEP_FILE", "STATUS_FILE", "LOG_FILE", "PID_FILE") if hasattr(sweep, n)}
-    assert names and names <= trainer_module.RUN_FOLDER_ENTRIES
+    assert names and names | {cluster.JOB_FILE} <= trainer_module.RUN_FOLDER_ENTRIES
 
 
 def test_tensorboard_missing_fails_before_the_run_folder_is_written(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tralgo.experiments import config as config_lib
-from tralgo.experiments.io import append_jsonl, atomic_write_json
+from tralgo.experiments.io import append_jsonl, atomic_write_json, folder_in_use
 
 # A spec may set every TrainConfig field and the RunOptions marked ``spec`` (data_dir, device,
 # threads), by their names in experiments/config.py; the sweep itself sets the other run options.
@@ -217,6 +217,13 @@ def validate_spec(spec: dict) -> None:
                 if axis not in study.get("grid", {}):
                     raise SpecError(f"{where} variant {vname!r}: ignore_grid names unknown axis {axis!r}")
             _check_train_keys({k: x for k, x in v.items() if k not in VARIANT_META}, f"{where} variant {vname!r}")
+        target = study.get("report", {}).get("target")
+        if target is not None and not (isinstance(target, dict) and set(target) == {"metric", "value"}
+                                       and isinstance(target["metric"], str)
+                                       and isinstance(target["value"], (int, float))
+                                       and not isinstance(target["value"], bool)):
+            raise SpecError(f"{where} [study.report]: target must be {{ metric = \"val_acc\", value = 0.9 }} "
+                            f"(a metric of metrics.jsonl and the value to reach), got {target!r}")
         try:  # the statistics keys of [study.report] (equivalence_margin, contrasts)
             from tralgo.experiments.report import check_report_settings
 
@@ -684,8 +691,8 @@ class SweepRunner:
             changed = stale_differences(run)
             if not changed and run_status(run.folder) in DONE_STATUSES:
                 continue
-            if _held_by_live_process(run.folder):
-                self.echo(f"busy    {run.folder} (its training process from another sweep is still running)")
+            if self._busy(run.folder):
+                self.echo(f"busy    {run.folder} (a training process or job of another sweep holds it)")
                 self.attempted.add(run.folder)
                 continue
             if changed:
@@ -719,11 +726,24 @@ class SweepRunner:
         log.flush()
         threads = str(run.options.get("threads", 1))
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-        (run.folder / PID_FILE).write_text(str(process.pid), encoding="utf-8")
+        process = self._start(run, argv, log, env)
+        if process.pid is not None:
+            (run.folder / PID_FILE).write_text(str(process.pid), encoding="utf-8")
         self.active.append(_Active(run, process, _now(), log))
         self.echo(f"{'resume' if resume else 'start '}  {run.folder}")
+
+    # -- where runs execute: local processes here; jobs of a scheduler in cluster.ClusterSweepRunner
+    def _start(self, run: Run, argv: list[str], log, env: dict[str, str]):
+        """Start ``argv`` for ``run``; returns a handle with ``poll()`` and ``pid`` (Popen's)."""
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _busy(self, folder: Path) -> bool:
+        """Whether a live process trains the run in ``folder``: its trainer holds the folder lock,
+        or a sweep has just started one that has not taken the lock yet."""
+        from tralgo.experiments.trainer import LOCK_FILE
+
+        return folder_in_use(folder, LOCK_FILE) or _held_by_live_process(folder)
 
     def _reap(self) -> None:
         for active in list(self.active):
@@ -851,6 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-dirty", action="store_true",
                    help="run although the tralgo checkout has uncommitted changes (recorded in each run's "
                         "sweep.json; the report flags such runs)")
+    from tralgo.experiments import cluster
+
+    cluster.add_arguments(p)
     return p
 
 
@@ -915,8 +938,12 @@ def main(argv: list[str]) -> int:
               f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); commit them so that the runs "
               "record the code they ran, or pass --allow-dirty (recorded in each run)", file=sys.stderr)
         return 2
-    runner = SweepRunner(spec, out, workers=args.workers, only=only, launch_until=args.launch_until,
-                         max_runs=args.max_runs, argv=["tralgo", "sweep", *argv], code=code)
+    common = dict(only=only, launch_until=args.launch_until, max_runs=args.max_runs,
+                  argv=["tralgo", "sweep", *argv], code=code)
+    if args.executor == "local":
+        runner = SweepRunner(spec, out, workers=args.workers, **common)
+    else:
+        return _run_on_cluster(spec, out, args, common)
     previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         summary = runner.run()
@@ -929,6 +956,40 @@ def main(argv: list[str]) -> int:
     print(f"sweep: {summary['finished']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
           f"{summary['interrupted']} interrupted; wall {summary['wall_s']:.0f} s, run time {summary['busy_s']:.0f} s "
           f"on {summary['workers']} workers (utilization {summary['utilization']:.0%})")
+    if summary["stopped"]:
+        return 130
+    return 1 if summary["failed"] else 0
+
+
+def _run_on_cluster(spec: dict, out: Path, args, common: dict) -> int:
+    """``--executor slurm|submitit-local``: the runs as scheduler jobs (see cluster.py)."""
+    from tralgo.experiments import cluster
+
+    try:
+        options = cluster.options_from_args(args)
+        workers = args.workers if args.executor == "submitit-local" else None
+        runner = cluster.ClusterSweepRunner(spec, out, cluster=options, workers=workers, **common)
+    except ValueError as exc:
+        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+        return 2
+    previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = runner.run()
+    except (SpecError, OSError) as exc:
+        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    jobs = runner.submitted
+    print(f"sweep: submitted {len(jobs)} {args.executor} job(s)"
+          + (f" ({jobs[0]} ... {jobs[-1]})" if len(jobs) > 1 else f" ({jobs[0]})" if jobs else ""))
+    if not options.wait:
+        print(f"sweep: the jobs run on without this command; `tralgo sweep {args.spec} --status` shows progress, "
+              "and running this command again submits runs that become ready (tuned runs) and retries failed ones")
+        return 0
+    print(f"sweep: {summary['finished']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
+          f"{summary['interrupted']} interrupted; wall {summary['wall_s']:.0f} s")
     if summary["stopped"]:
         return 130
     return 1 if summary["failed"] else 0

@@ -61,7 +61,7 @@ LOCK_FILE = "lock"  # held by the one training process of the folder (FolderLock
 # logs, the sweep's and the cluster executor's bookkeeping): --overwrite refuses a folder holding
 # anything else, which is not a run folder (e.g. `--out .` in a project).
 RUN_FOLDER_ENTRIES = frozenset({*RUN_FILES, LOCK_FILE, LOCK_FILE + ".holder", "tensorboard", "train.log",
-                                "sweep.json", "sweep_status.json", "train.pid", "submitit"})
+                                "sweep.json", "sweep_status.json", "train.pid", "cluster_job.json"})
 CHECKPOINT_FORMAT = 1
 
 EXIT_OK = 0
