@@ -63,7 +63,7 @@ def test_tr_pairs_with_its_base_at_the_same_other_settings(tmp_path):
             plain_run(root, f"tr-{lr}-{seed}", 0.71 + lr + 0.001 * seed, seed=seed, lr=lr, optimizer="trsgd",
                       lam=0.2, lam_scaling="inverse_lr", inner_steps=10)
     text = report.build_report([root], tmp_path / "out", title="T", plots=False)
-    tr_rows = rows(text, "| lr 0.01 | trsgd-lam0.2-inverse_lr-S10 |") + rows(text, "| lr 0.05 | trsgd-lam0.2-inverse_lr-S10 |")
+    tr_rows = rows(text, "| lr 0.01 | trsgd-lam0.2-inverse_lr-S10 | 72.") + rows(text, "| lr 0.05 | trsgd-lam0.2-inverse_lr-S10 | 76.")
     assert len(tr_rows) == 2 and all("+1.00 [+1.00, +1.00] (3)" in r for r in tr_rows)
 
 
@@ -290,3 +290,18 @@ def test_folders_of_two_specs_with_the_same_names_are_not_pooled(tmp_path, capsy
     err = capsys.readouterr().err
     assert "but ran different settings (lr 0.1 vs 0.05)" in err and err.count("\n") == 1
     assert report.main([str(first), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+
+
+def test_cost_and_time_to_target_per_configuration(tmp_path):
+    root = tmp_path / "runs"
+    target = {"title": "T", "target": {"metric": "test_acc", "value": 0.55}}
+    # test_acc = acc * epoch / 3 at epochs 2 and 3 (12 steps per epoch): acc 0.84 reaches 0.55 at
+    # epoch 2 (0.56, step 24), 0.80 at epoch 3 (0.533 at epoch 2; step 36), 0.50 never.
+    for seed, acc in ((1, 0.84), (2, 0.80), (3, 0.50)):
+        sweep_run(root, "s", "sgd", seed, acc, report_opts=target)
+    text = report.build_report([root], tmp_path / "out", title="T", plots=False)
+    row = rows(text, "| - | SGD, with a comma | 3/3 |")[-1]
+    assert row == "| - | SGD, with a comma | 3/3 | 36 | 0.06 | 2/3 | 30 |"  # median of 24 and 36 steps
+    assert "reached test_acc ≥ 0.55" in text
+    run = report.load_run(root / "s" / "sgd" / "seed-3")
+    assert report.steps_to_target(run, "test_acc", 0.55) is None

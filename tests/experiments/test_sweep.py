@@ -581,3 +581,10 @@ def test_quasi_random_search_gives_each_variant_the_same_budget_inside_the_space
 def test_bad_search_spaces_are_one_error(tmp_path, change, message):
     with pytest.raises(sweep.SpecError, match=re.escape(message)):
         sweep.load_spec(write(tmp_path, QMC_SPEC.replace(*change)))
+
+
+def test_a_malformed_time_to_target_is_one_error(tmp_path):
+    text = "[[study]]\nname='a'\n[study.report]\ntarget={metric='val_acc'}\n[[study.variant]]\nname='x'\noptimizer='sgd'\n"
+    with pytest.raises(sweep.SpecError, match="target must be"):
+        sweep.load_spec(write(tmp_path, text))
+    sweep.load_spec(write(tmp_path, text.replace("{metric='val_acc'}", "{metric='val_acc', value=0.9}")))

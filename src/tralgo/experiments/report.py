@@ -891,6 +891,40 @@ def machine_text() -> str:
             f"Python {platform.python_version()}, torch {torch_version}")
 
 
+def steps_to_target(run: RunRecord, metric: str, value: float) -> int | None:
+    """Optimizer steps at the first evaluation where ``metric`` reached ``value`` (None: never).
+    With ``eval_every`` > 1 the resolution is the evaluation interval."""
+    for record in run.curve:
+        if record.get("diverged"):
+            return None
+        if record.get(metric) is not None and record[metric] >= value and record.get("step") is not None:
+            return int(record["step"])
+    return None
+
+
+def cost_table(study: Study) -> str:
+    """Per configuration: what a run costs (optimizer steps, training + evaluation time as the
+    trainer measures it) and, with ``[study.report] target = { metric, value }``, how many seeds
+    reach the target and in how many steps (the median over those that do), as AlgoPerf scores."""
+    target = study.report.get("target")
+    header = ["configuration", "variant", "finished runs", "steps per run", "train + eval min per run"]
+    if target:
+        header += [f"reached {target['metric']} ≥ {target['value']:g}", "median steps to target"]
+    rows = []
+    for cell in study.ordered_cells():
+        done = [r for r in cell.runs if r.status == "finished" and r.final]
+        steps = [float(r.final["step"]) for r in done if r.final.get("step") is not None]
+        wall = [float(r.final["wall_s"]) / 60 for r in done if r.final.get("wall_s") is not None]
+        row = [_point_text(cell.point), cell.label, f"{len(done)}/{len(cell.runs)}",
+               f"{stats.mean(steps):.0f}" if steps else "–", f"{stats.mean(wall):.2f}" if wall else "–"]
+        if target:
+            reached = sorted(s for r in cell.runs if (s := steps_to_target(r, target["metric"], target["value"])) is not None)
+            middle = (reached[(len(reached) - 1) // 2] + reached[len(reached) // 2]) / 2 if reached else None
+            row += [f"{len(reached)}/{len(cell.runs)}", "–" if middle is None else f"{middle:.0f}"]
+        rows.append(row)
+    return _md_table(header, rows)
+
+
 def code_lines(runs: list[RunRecord]) -> list[str]:
     """The code the runs were trained with, flagged when it differs between runs or was dirty."""
     commits: dict[str, int] = defaultdict(int)
@@ -962,6 +996,8 @@ def build_report(paths: list[Path] | None, out: Path, *, title: str, command: st
         if entries:
             body += ["TR against its base and against each control (paired over seeds, percentage points):", "",
                      comparison_table(entries), ""]
+        if study.cells:
+            body += ["Cost of each configuration (means over its finished runs):", "", cost_table(study), ""]
         if study.tuning:
             body += ["Tuning runs (score: final validation accuracy on the held-out training images; "
                      "the test set is not used for the choice):", "", tuning_table(study), ""]
