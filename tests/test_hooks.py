@@ -73,3 +73,25 @@ def test_hooks_registered_on_the_base_still_fire_when_the_base_steps(global_hook
         opt.step()
     assert seen == [("pre", base), ("post", base)] * 3
     assert global_hooks == [("pre", opt), ("post", opt)] * 3
+
+
+def test_once_also_when_dynamo_wrapped_the_base_class_step(global_hooks, monkeypatch):
+    """torch.compile's first use wraps ``LBFGS.step`` in ``torch._dynamo.disable``
+    (``TorchPatcher.patch``; the fused TR kernel's compile triggers it): when LBFGS was hooked
+    before, torch's hook wrapper sits inside the disable wrapper and must still be found."""
+    torch.optim.LBFGS([torch.nn.Parameter(torch.zeros(1))])  # hooks the class's step if not yet
+    monkeypatch.setattr(torch.optim.LBFGS, "step", torch._dynamo.disable(torch.optim.LBFGS.step))
+    model = make_model()
+    opt = PATHS["LBFGS-closure"](model.parameters())
+    x, y = batches(1)[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        global_hooks.clear()
+        opt.step(closure)
+        assert global_hooks == [("pre", opt), ("post", opt)]

@@ -92,10 +92,10 @@ class OptimizerWrapper(Optimizer):
         (``register_optimizer_step_pre_hook``/``post_hook``): the user stepped the wrapper, whose
         own patched ``step`` has fired them once already."""
         base = self.optimizer
-        hooked_step = type(base).step
-        if "step" in vars(base) or not getattr(hooked_step, "hooked", False):
-            # The instance's step was replaced (e.g. by a scheduler built on the base): its
-            # wrapper must run, global hooks included.
+        unhooked_step = None if "step" in vars(base) else _unhooked(type(base).step)
+        if unhooked_step is None:
+            # The instance's step was replaced (e.g. by a scheduler built on the base), or the
+            # class's is not torch's hook wrapper: it must run as it is, global hooks included.
             return base.step(*args)
         kwargs: dict[str, Any] = {}
         args = (base, *args)
@@ -103,7 +103,7 @@ class OptimizerWrapper(Optimizer):
             result = pre_hook(base, args, kwargs)
             if result is not None:
                 args, kwargs = result
-        out = hooked_step.__wrapped__(*args, **kwargs)
+        out = unhooked_step(*args, **kwargs)
         for post_hook in list(base._optimizer_step_post_hooks.values()):
             post_hook(base, args, kwargs)
         return out
@@ -143,6 +143,24 @@ class OptimizerWrapper(Optimizer):
             self._init_group(group)  # a base-only or older checkpoint lacks the wrapper's keys
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
+
+
+_HOOK_WRAPPER_CODE = Optimizer.profile_hook_step(lambda *args, **kwargs: None).__code__
+
+
+def _unhooked(step: Any) -> Any:
+    """The function inside torch's step-hook wrapper of an optimizer class's ``step``, looking
+    through the ``torch._dynamo.disable`` wrappers that torch.compile's first use puts around
+    some classes' ``step`` (LBFGS, SparseAdam); None when ``step`` is anything else."""
+    while step is not None:
+        code = getattr(step, "__code__", None)
+        if code is _HOOK_WRAPPER_CODE:
+            return step.__wrapped__
+        if code is None or not (code.co_name == "_fn" and code.co_filename.endswith(("_dynamo/eval_frame.py",
+                                                                                      "_dynamo\\eval_frame.py"))):
+            return None
+        step = getattr(step, "__wrapped__", None)
+    return None
 
 
 # -- what a base must offer ----------------------------------------------------------------------
