@@ -141,3 +141,33 @@ def test_a_fallback_says_why(monkeypatch, eager_backend):
     with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\)"):
         train(model, opt, batches(3))
     assert not opt._compiled_kernel.available
+
+
+@pytest.mark.parametrize("case", ["mixed dtypes", "Adam step counts differ"])
+def test_a_group_the_kernel_cannot_take_is_stepped_eagerly_and_said_once(case, eager_backend):
+    def make():
+        torch.manual_seed(0)
+        second_dtype = torch.float32 if case == "mixed dtypes" else torch.float64
+        return [torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64)),
+                torch.nn.Parameter(torch.randn(3, dtype=second_dtype))]
+
+    cls, kw = (tralgo.TRSGD, dict(lr=0.05, momentum=0.9)) if case == "mixed dtypes" else (tralgo.TRAdam, dict(lr=0.01))
+    params = [make(), make()]  # one param group each
+    opts = [cls(params[0], lam=0.5, inner_steps=3, foreach=False, **kw),
+            cls(params[1], lam=0.5, inner_steps=3, fused="compiled", **kw)]
+    expected = "differ in device or dtype" if case == "mixed dtypes" else "different Adam step counts"
+    g = torch.Generator().manual_seed(2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for t in range(8):
+            x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+            for (w, b), o in zip(params, opts):
+                o.zero_grad()
+                ((w * x).sum(0) + b).pow(2).sum().backward()
+                if case != "mixed dtypes" and t < 2:  # the second parameter's first gradient comes later
+                    b.grad = None
+                o.step()
+    said = [w for w in caught if expected in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in caught]
+    for ours, reference in zip(params[1], params[0]):
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)

@@ -136,6 +136,15 @@ class CompiledKernel:
         # (backend, ids of the parameters, constants) -> compiled callable: finding the layout's
         # callable costs a dict lookup per step, not a walk over every tensor's shape.
         self._callables: dict[tuple, Any] = {}
+        self._not_used_for: set[str] = set()
+
+    def not_used(self, what: str) -> None:
+        """The eager path takes a group's step that the kernel cannot: say so once per reason
+        (returns None, so callers can ``return self._compiled_kernel.not_used(...)``)."""
+        if what not in self._not_used_for:
+            self._not_used_for.add(what)
+            warnings.warn(f"tralgo: fused='compiled' is not used for {what}: the eager path takes those steps "
+                          "(same math, one extra pass over the gradients)", RuntimeWarning, stacklevel=5)
 
     def scalars(self, group_id: int, like: Tensor, *values: float) -> tuple[Tensor, ...]:
         """0-dim tensors holding ``values`` (lr, coeff, ...), reused and filled in place so that

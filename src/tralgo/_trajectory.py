@@ -282,9 +282,10 @@ class TrajectoryRegularized(OptimizerWrapper):
             return None  # a first gradient: the base initialises its state eagerly, once
         pairs = [(p, a) for p, a in zip(plan.params, plan.anchors) if p.grad is not None]
         if any(p.grad.is_sparse or p.is_complex() for p, _ in pairs):
-            return None
+            return self._compiled_kernel.not_used("a param group with sparse gradients or complex parameters")
         if len({(p.device, p.dtype) for p, _ in pairs}) > 1:
-            return None
+            return self._compiled_kernel.not_used(
+                "a param group whose parameters differ in device or dtype; give each its own param group")
         params = [p for p, _ in pairs]
         return params, [p.grad for p in params], [a for _, a in pairs]
 

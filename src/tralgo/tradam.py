@@ -77,7 +77,10 @@ class TRAdam(TrajectoryRegularized):
         steps = [state["step"] for state in states]
         step_counts = {float(step) for step in steps}
         if len(step_counts) != 1:
-            return False  # parameters at different step counts: the eager path handles each
+            self._compiled_kernel.not_used(
+                "a param group whose parameters are at different Adam step counts (some had their first "
+                "gradient later); give those their own param group")
+            return False
         beta1, beta2 = group["betas"]
         step = step_counts.pop() + 1
         lr_t, coeff_t, step_size, bias_correction2_sqrt = self._compiled_kernel.scalars(
