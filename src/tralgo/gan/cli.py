@@ -5,6 +5,7 @@
     tralgo gan evaluate --run DIR --judge PATH         FCN-score of a run (and of the real photos)
     tralgo gan compare  --out DIR [options]            Adam / TRAdam / equal-lr control over seeds
     tralgo gan prepare-cityscapes --gtfine D --leftimg D --out D   Cityscapes -> aligned folders
+    tralgo gan validate-judge --out DIR --config result.json   the judge on real and degenerate images, 3 seeds
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tralgo gan", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,train,evaluate,compare,prepare-cityscapes}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,train,evaluate,compare,prepare-cityscapes,validate-judge}")
 
     p = sub.add_parser("judge", help="train the FCN-score judge on real procedural photos (judge split)")
     p.add_argument("--out", required=True, help="folder for judge.pt and result.json")
@@ -134,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: <out>/<split>/<name>.png, <out>/<split>_labels/")
     p.add_argument("--size", type=int, default=256, help="side of each half (default 256)")
     p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default train val)")
+
+    from tralgo.gan.judge_check import add_arguments as add_judge_check_arguments
+
+    p = sub.add_parser("validate-judge", help="score real photos and degenerate images (label map, class means, "
+                       "blurred, shuffled) with judges of several seeds")
+    add_judge_check_arguments(p)
     return parser
 
 
@@ -174,6 +181,10 @@ def _run(args: argparse.Namespace) -> int:
 
         counts = prepare_cityscapes(args.gtfine, args.leftimg, args.out, size=args.size, splits=tuple(args.splits))
         print(json.dumps(counts))
+    elif args.command == "validate-judge":
+        from tralgo.gan.judge_check import run_cli
+
+        print(run_cli(args, log=_log), end="")
     return 0
 
 
