@@ -171,3 +171,13 @@ def test_a_group_the_kernel_cannot_take_is_stepped_eagerly_and_said_once(case, e
     assert len(said) == 1, [str(w.message) for w in caught]
     for ours, reference in zip(params[1], params[0]):
         torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kernel_scalars_of_16_bit_parameters_are_float32(dtype):
+    """lr and the proximal coefficient are not rounded to 16 bits (lr = 0.1 is 0.1001 in bf16):
+    like torch's own kernels, the update computes with them in float32."""
+    kernel = _fused.CompiledKernel(_fused.sgd_tr_update)
+    lr, coeff = kernel.scalars(0, torch.zeros(3, dtype=dtype), 0.1, 0.7)
+    assert lr.dtype == coeff.dtype == torch.float32
+    assert lr.item() == torch.tensor(0.1, dtype=torch.float32).item()

@@ -149,11 +149,14 @@ class CompiledKernel:
     def scalars(self, group_id: int, like: Tensor, *values: float) -> tuple[Tensor, ...]:
         """0-dim tensors holding ``values`` (lr, coeff, ...), reused and filled in place so that
         new values never recompile. In the parameters' dtype: a float64 scalar would make the
-        generated kernel compute every element in float64 (measured 2x slower for float32)."""
+        generated kernel compute every element in float64 (measured 2x slower for float32). For
+        16-bit parameters float32, as torch's own kernels compute them: lr = 0.1 in bf16 is
+        0.1001, a bias of every step."""
         like = local_shards([like])[0][0]
-        key = (group_id, like.device, like.dtype, len(values))
+        dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+        key = (group_id, like.device, dtype, len(values))
         if key not in self._scalars:
-            self._scalars[key] = tuple(torch.zeros((), dtype=like.dtype, device=like.device) for _ in values)
+            self._scalars[key] = tuple(torch.zeros((), dtype=dtype, device=like.device) for _ in values)
         tensors = self._scalars[key]
         for tensor, value in zip(tensors, values):
             tensor.fill_(value)
