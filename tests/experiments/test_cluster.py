@@ -133,6 +133,7 @@ def test_slurm_resources_reach_sbatch(tmp_path):
 # submitit's local executor
 # ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # two submitit jobs, each a python + a tralgo train process
 def test_local_executor_runs_the_sweep_and_a_second_call_skips_it(tmp_path, capsys):
     spec = write_spec(tmp_path, seeds=[1, 2], epochs=2)
     out = tmp_path / "out"
@@ -147,12 +148,15 @@ def test_local_executor_runs_the_sweep_and_a_second_call_skips_it(tmp_path, caps
         job = json.loads((folder / cluster.JOB_FILE).read_text())
         assert job["executor"] == "submitit-local" and Path(job["submitit_folder"]).is_dir()
         assert "cluster job" in (folder / "train.log").read_text()
+    events = list(read_jsonl(out / sweep.EVENTS_FILE)) if (out / sweep.EVENTS_FILE).exists() else []
+    assert not [e for e in events if e.get("event") in ("session_start", "run_end")]  # local pools only
     assert sweep.main(argv) == 0  # everything finished: nothing is submitted again
     assert "submitted 0 submitit-local job(s)" in capsys.readouterr().out
     assert sweep.main([str(spec), "--out", str(out), "--status"]) == 0
     assert "finished 2" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a submitit job and a tralgo train process
 def test_local_executor_records_a_failed_run_with_the_log_tail(tmp_path, capsys):
     spec = write_spec(tmp_path, seeds=[1], epochs=1)
     spec.write_text(spec.read_text().replace('data_dir = "', 'data_dir = "/nonexistent'))
@@ -171,6 +175,7 @@ def descendants(pid: int) -> list[int]:
     return [d for child in children for d in (child, *descendants(child))]
 
 
+@pytest.mark.slow  # a job run twice, 8 short epochs
 def test_preempted_job_is_requeued_and_resumes_from_the_checkpoint(tmp_path):
     spec = write_spec(tmp_path, seeds=[1], epochs=8, n_train=800)
     out = tmp_path / "out"
@@ -183,7 +188,9 @@ def test_preempted_job_is_requeued_and_resumes_from_the_checkpoint(tmp_path):
     thread.start()
     try:
         folder = out / "s" / "trsgd" / "seed-1"
-        wait_for(lambda: (folder / "metrics.jsonl").exists() and epochs_logged(folder), 300, "the first epoch")
+        # after the first checkpoint (a signal during the metrics line / checkpoint write would
+        # restart the run from scratch, correctly, but then there is no resume to check)
+        wait_for(lambda: (folder / "checkpoint.pt").exists(), 300, "the first checkpoint")
         (active,) = runner.active
         # The preemption signal to every process of the job (the job's python and the trainer),
         # as Slurm sends it; submitit's own LocalJob._interrupt() signals only its controller.
@@ -290,6 +297,7 @@ def slurm(tmp_path_factory, monkeypatch):
                 pass
 
 
+@pytest.mark.slow  # Slurm daemons and 4 jobs: ~80 s on the loaded 2-core machine
 def test_slurm_runs_the_sweep_and_requeues_a_preempted_job(slurm, tmp_path, capsys):
     spec = write_spec(tmp_path, seeds=[1, 2], epochs=2)
     out = tmp_path / "out"
@@ -303,7 +311,7 @@ def test_slurm_runs_the_sweep_and_requeues_a_preempted_job(slurm, tmp_path, caps
 
     # Preemption: submit without waiting, let the run write its first epoch, then send the
     # scheduler's preemption signal; submitit requeues the job and it resumes from the checkpoint.
-    spec = write_spec(tmp_path / "long", seeds=[3], epochs=5, n_train=400)
+    spec = write_spec(tmp_path / "long", seeds=[3], epochs=8, n_train=800)
     out = tmp_path / "long" / "out"
     assert sweep.main([str(spec), "--out", str(out), "--executor", "slurm", "--slurm-time", "10",
                        "--slurm-signal-delay", "60", "--allow-dirty"]) == 0
@@ -314,10 +322,13 @@ def test_slurm_runs_the_sweep_and_requeues_a_preempted_job(slurm, tmp_path, caps
     # a second sweep does not submit the queued run again
     assert sweep.main([str(spec), "--out", str(out), "--executor", "slurm", "--allow-dirty"]) == 0
     assert "submitted 0 slurm job(s)" in capsys.readouterr().out
-    wait_for(lambda: (folder / "metrics.jsonl").exists() and epochs_logged(folder), 300, "the first epoch")
+    wait_for(lambda: (folder / "checkpoint.pt").exists(), 300, "the first checkpoint")
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    wait_for(lambda: cluster._slurm_job_state(job_id) == "PENDING", 120, "the job to be requeued", 0.5)
+    # Slurm holds a requeued job back for a while (BeginTime); a test need not wait for that.
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     wait_for(lambda: status(folder), 600, "the requeued job to finish the run", 1.0)
-    assert status(folder) == "finished" and epochs_logged(folder) == [1, 2, 3, 4, 5]
+    assert status(folder) == "finished" and epochs_logged(folder) == list(range(1, 9))
     log = (folder / "train.log").read_text()
     assert log.count("cluster job") == 2 and "resuming after epoch" in log, log
     wait_for(lambda: not cluster.job_is_queued(folder), 60, "the job to leave the queue", 1.0)

@@ -281,6 +281,7 @@ def _trainer_process(out, mode: str, cwd) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # six tralgo processes
 def test_a_second_trainer_on_the_same_folder_fails_at_once_under_any_spelling(tmp_path):
     (tmp_path / "link").symlink_to("out")  # dangling until the first trainer creates out/
     first = _trainer_process("out", "hold", cwd=tmp_path)
@@ -407,6 +408,7 @@ _KILLED_MID_CHECKPOINT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a training process killed mid-write
 def test_kill_during_a_checkpoint_write_leaves_no_temporary_files_after_the_resume(tmp_path):
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", _KILLED_MID_CHECKPOINT, str(out)], capture_output=True,

@@ -18,7 +18,13 @@ limit, or when it preempts the job; submitit then calls :meth:`TrainJob.checkpoi
 the trainer (its last per-epoch checkpoint is on disk) and hands submitit the same job to requeue.
 The requeued job starts ``tralgo train --resume`` again and continues from that checkpoint, so at
 most the epoch in progress is computed twice. Preemptions requeue without limit; time-outs at most
-``--slurm-max-requeues`` times (then the run is recorded as failed).
+``--slurm-max-requeues`` times (then the run is recorded as failed). submitit tells the two apart
+by the job's elapsed time: a signal after 80 % of the limit, or within 10 minutes of it, counts as
+a time-out (so with limits of 10 minutes or less every signal does).
+
+``<out>/sweep_events.jsonl`` gets no session or run-end events from cluster sweeps (the report's
+table of sweep sessions and worker utilization describes local pools); the report's summed
+training time comes from the runs' own metrics as always.
 
 Files: ``<run folder>/cluster_job.json`` names the job that trains the run (a later ``tralgo sweep``
 does not submit a run whose job is still queued or running); submitit's pickles and the job's own
@@ -65,7 +71,7 @@ class ClusterOptions:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    max_requeues: int = 3  # requeues after a time-out (preemptions do not count)
+    max_requeues: int = 10  # requeues after a time-out (preemptions do not count)
     signal_delay_s: int = 120
     setup: tuple[str, ...] = ()  # shell lines run in the job first (module load, source a venv)
     wait: bool = False  # wait for the jobs (and submit tuned runs when their tuning is done)
@@ -302,8 +308,17 @@ class ClusterSweepRunner(sweep.SweepRunner):
     def _busy(self, folder: Path) -> bool:
         return super()._busy(folder) or job_is_queued(folder)
 
+    def _event(self, **record) -> None:
+        # Session and run-end events measure a local pool (workers x wall time, process run
+        # times); a job's time in the queue would count as run time. The report sums the
+        # trainers' own wall_s instead; what the sweep did to folders (moved aside) is kept.
+        if record.get("event") not in ("session_start", "session_end", "run_end"):
+            super()._event(**record)
+
     def _start(self, run, argv: list[str], log, env: dict[str, str]) -> _JobHandle:
-        threads = {k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in env}
+        # A spec's ``threads`` wins; else the trainer gets the CPUs the job asked for.
+        n = str(run.options["threads"]) if run.options.get("threads") is not None else str(self.cluster.cpus)
+        threads = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
         job = self.executor.submit(TrainJob(argv, str(run.folder), threads))
         atomic_write_json(run.folder / JOB_FILE, {
             "executor": self.cluster.executor, "job_id": str(job.job_id), "submitted": _iso(),
@@ -364,9 +379,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-account", help="account to charge (sbatch --account)")
     group.add_argument("--slurm-qos", help="quality of service (sbatch --qos)")
     group.add_argument("--slurm-constraint", help="node features (sbatch --constraint)")
-    group.add_argument("--slurm-max-requeues", type=int, default=3,
-                       help="requeues after a time-out before the run counts as failed (preemptions requeue "
-                            "without limit; default 3)")
+    group.add_argument("--slurm-max-requeues", type=int, default=10,
+                       help="requeues after a time-out before the run counts as failed: a run needing T hours "
+                            "under a limit of L hours needs T/L (preemptions requeue without limit; default 10)")
     group.add_argument("--slurm-signal-delay", type=int, default=120, metavar="S",
                        help="seconds before the time limit at which the job is stopped and requeued (default 120)")
     group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",

@@ -985,8 +985,10 @@ def _run_on_cluster(spec: dict, out: Path, args, common: dict) -> int:
     print(f"sweep: submitted {len(jobs)} {args.executor} job(s)"
           + (f" ({jobs[0]} ... {jobs[-1]})" if len(jobs) > 1 else f" ({jobs[0]})" if jobs else ""))
     if not options.wait:
-        print(f"sweep: the jobs run on without this command; `tralgo sweep {args.spec} --status` shows progress, "
-              "and running this command again submits runs that become ready (tuned runs) and retries failed ones")
+        where = f" --out {shlex.quote(args.out)}" if args.out else ""
+        print(f"sweep: the jobs run on without this command; `tralgo sweep {args.spec}{where} --status` shows "
+              "progress, and running this command again submits runs that become ready (tuned runs) and retries "
+              "failed ones")
         return 0
     print(f"sweep: {summary['finished']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
           f"{summary['interrupted']} interrupted; wall {summary['wall_s']:.0f} s")
