@@ -422,3 +422,58 @@ def test_kill_during_a_checkpoint_write_leaves_no_temporary_files_after_the_resu
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     run(tiny(epochs=3), tmp_path / "straight")
     assert metrics(tmp_path / "straight") == metrics(out)
+
+
+# Each rank trains through run_training with the given options, then saves its live model.
+_DDP_DRIVER = textwrap.dedent("""
+    import json, os, sys
+    import torch
+    import tralgo.experiments.trainer as trainer_module
+
+    made = []
+
+    class RecordingTrainer(trainer_module.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    trainer_module.Trainer = RecordingTrainer
+    out, options = sys.argv[1], json.loads(sys.argv[2])
+    config = trainer_module.TrainConfig(dataset="fashion-mnist", model="cnn", width=0.25, optimizer="trsgd", lr=0.05,
+                                        epochs=3, batch_size=4, inner_steps=3, eval_batch_size=64, seed=0)
+    code = trainer_module.run_training(config, trainer_module.RunOptions(out=out, device="cpu", progress=False, **options),
+                                       dataset=trainer_module.synthetic_dataset(n_train=96, n_test=40, seed=3),
+                                       log=lambda line: print(f"rank {os.environ['RANK']}: {line}", flush=True))
+    torch.save(made[0].model.state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+    trainer_module.shutdown_distributed()
+    sys.exit(code)
+""")
+
+
+def _torchrun(tmp_path, out, **options) -> str:
+    driver = tmp_path / "ddp_driver.py"
+    driver.write_text(_DDP_DRIVER)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(driver), str(out), json.dumps(options)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow  # three torchrun jobs of two processes
+def test_distributed_resume_from_the_previous_checkpoint_when_the_last_is_damaged(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("needs gloo")
+    _torchrun(tmp_path, tmp_path / "straight")
+    out = tmp_path / "run"
+    _torchrun(tmp_path, out, max_epochs=2)
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:1000])
+    said = _torchrun(tmp_path, out, resume=True)
+    assert "rank 0: " in said and "resuming from the previous checkpoint" in said and "(epoch 1)" in said, said
+    assert "rank 1: " not in said  # only rank 0 speaks
+    straight = torch.load(tmp_path / "straight" / "rank0.pt", weights_only=True)
+    for rank in (0, 1):
+        assert_same_weights(straight, torch.load(out / f"rank{rank}.pt", weights_only=True))
+    assert metrics(tmp_path / "straight") == metrics(out)
