@@ -129,6 +129,26 @@ def test_slurm_resources_reach_sbatch(tmp_path):
         assert line in script, line
 
 
+@pytest.mark.parametrize("spec_threads, expected", [(None, "4"), (2, "2")])
+def test_the_trainer_uses_the_jobs_cpus_unless_the_spec_sets_threads(tmp_path, spec_threads, expected):
+    import types
+
+    spec = write_spec(tmp_path, seeds=[1], epochs=1)
+    text = spec.read_text().replace("threads = 1", "" if spec_threads is None else f"threads = {spec_threads}")
+    spec.write_text(text)
+    runner = cluster.ClusterSweepRunner(sweep.load_spec(spec), tmp_path / "out", argv=["test"],
+                                        cluster=cluster.ClusterOptions(executor="submitit-local", cpus=4, wait=True),
+                                        code={"git_commit": None, "allow_dirty": True})
+    submitted = []
+    fake_job = types.SimpleNamespace(job_id="7", paths=types.SimpleNamespace(folder=tmp_path / "job"))
+    runner.executor = types.SimpleNamespace(submit=lambda job: submitted.append(job) or fake_job)
+    runner._launch(runner._next_run())
+    (job,) = submitted
+    flags = [(a, b) for a, b in zip(job.argv, job.argv[1:]) if a == "--threads"]
+    assert flags == [("--threads", expected)], job.argv
+    assert job.env == {"OMP_NUM_THREADS": expected, "MKL_NUM_THREADS": expected}
+
+
 # ------------------------------------------------------------------------------------------
 # submitit's local executor
 # ------------------------------------------------------------------------------------------

@@ -316,8 +316,11 @@ class ClusterSweepRunner(sweep.SweepRunner):
             super()._event(**record)
 
     def _start(self, run, argv: list[str], log, env: dict[str, str]) -> _JobHandle:
-        # A spec's ``threads`` wins; else the trainer gets the CPUs the job asked for.
-        n = str(run.options["threads"]) if run.options.get("threads") is not None else str(self.cluster.cpus)
+        # A spec's ``threads`` wins; else the trainer uses the CPUs the job asked for (on CPU it
+        # would take 1 thread by default).
+        if run.options.get("threads") is None:
+            argv = [*argv, "--threads", str(self.cluster.cpus)]
+        n = str(run.options.get("threads") or self.cluster.cpus)
         threads = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
         job = self.executor.submit(TrainJob(argv, str(run.folder), threads))
         atomic_write_json(run.folder / JOB_FILE, {
