@@ -180,3 +180,18 @@ def test_cli_trains_scores_and_writes_csv_and_table(tmp_path, capsys):
     # a second run loads the saved judges and scores the same numbers
     assert main(args) == 0
     assert jc.read_csv(tmp_path / "out" / jc.CSV_NAME) == rows
+
+
+def test_study_table_sets_differences_against_the_judge_spread(tmp_path):
+    import statistics
+
+    rows = _rows()
+    study = {"paired": {"tradam - adam": {"method": "tradam", "reference": "adam",
+                                          **{m: {"mean": 0.01} for m in jc.METRICS}}}}
+    table = jc.format_table(rows, study)
+    by = {(r["input"], r["judge_seed"]): r["class_iou"] for r in rows}
+    s_lo = statistics.stdev([by[("class_mean", s)] - by[("blurred", s)] for s in (1, 2, 3)])
+    s_hi = math.sqrt(2) * max(statistics.stdev([by[(k, s)] for s in (1, 2, 3)]) for k in jc.INPUT_KINDS)
+    assert f"{s_lo:.4f} (class_mean − blurred) |" in table
+    assert f"{s_hi:.4f} (sqrt(2) × " in table
+    assert f"+0.010; {0.01 / s_lo:.1f}, {0.01 / s_hi:.1f} |" in table

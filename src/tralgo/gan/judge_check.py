@@ -43,6 +43,8 @@ METRICS = ("per_pixel_acc", "per_class_acc", "class_iou")
 METRIC_LABELS = {"per_pixel_acc": "Per-pixel acc.", "per_class_acc": "Per-class acc.", "class_iou": "Class IoU"}
 CSV_NAME, TABLE_NAME = "judge_check.csv", "judge_check.md"
 CSV_COLUMNS = ("judge_seed", "input", *METRICS)
+# The two degenerate kinds closest to a generator's output: layout kept, the real photo's texture lost.
+ALIKE = ("class_mean", "blurred")
 # The judge hyper-parameters that must match the recorded configuration (the seed is what varies).
 JUDGE_KEYS = ("size", "num_images", "iters", "batch_size", "lr", "width", "num_classes")
 
@@ -205,9 +207,20 @@ def read_csv(path: str | Path) -> list[dict]:
     return rows
 
 
+def _by_seed(rows: list[dict], kind: str, metric: str) -> dict[int, float]:
+    return {r["judge_seed"]: r[metric] for r in rows if r["input"] == kind}
+
+
 def _spread(rows: list[dict], kind: str, metric: str) -> tuple[float, float, list[float]]:
-    values = [r[metric] for r in rows if r["input"] == kind]
+    values = [v for _, v in sorted(_by_seed(rows, kind, metric).items())]
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, values
+
+
+def _difference_spread(rows: list[dict], a: str, b: str, metric: str) -> float:
+    """Std over judge seeds of ``score(a) - score(b)``, each judge scoring both kinds."""
+    va, vb = _by_seed(rows, a, metric), _by_seed(rows, b, metric)
+    diffs = [va[s] - vb[s] for s in sorted(va) if s in vb]
+    return statistics.stdev(diffs) if len(diffs) > 1 else math.nan
 
 
 def format_table(rows: list[dict], study: dict | None = None) -> str:
@@ -230,25 +243,35 @@ def format_table(rows: list[dict], study: dict | None = None) -> str:
 
 
 def _study_table(rows: list[dict], kinds: list[str], study: dict) -> list[str]:
-    """The study's paired differences against the judge's seed-to-seed spread (see the module doc)."""
+    """The study's paired differences against two measures of the judge's seed-to-seed spread.
+
+    The study compared two sets of generated images scored by one judge. How much another judge seed
+    would move such a difference depends on how alike that judge's errors on the two sets are, which
+    cannot be measured without the generators; the degenerate inputs bracket it. s_hi: sqrt(2) x the
+    largest std of one kind's score (errors on the two sets independent); s_lo: the std of the difference
+    between the two ``ALIKE`` kinds (errors shared, as a judge's errors on two sets of similar images)."""
     from tralgo.gan.compare import METHOD_LABELS
 
-    largest = {m: max(_spread(rows, k, m)[1] for k in kinds) for m in METRICS}
-    worst = {m: max(kinds, key=lambda k: _spread(rows, k, m)[1]) for m in METRICS}
-    lines = ["The GAN study's paired differences (mean over its seeds, one judge) against the judge's own "
-             "seed-to-seed spread: s_J = the largest std over judge seeds of any input kind above (the kind in "
-             "brackets); if two image sets' judge errors were independent, a difference between them would "
-             "move by about sqrt(2)·s_J from one judge seed to another. Ratio = |difference| / (sqrt(2)·s_J).", "",
+    high, low = {}, {}
+    for m in METRICS:
+        worst = max(kinds, key=lambda k: _spread(rows, k, m)[1])
+        high[m] = (math.sqrt(2) * _spread(rows, worst, m)[1], worst)
+        low[m] = (_difference_spread(rows, *ALIKE, m), " − ".join(ALIKE))
+    ratio = lambda d, s: f"{abs(d) / s:.1f}" if s > 0 else "inf"  # noqa: E731
+    lines = ["The GAN study's paired differences (mean over its seeds, scored by one judge) against the judge's "
+             "own seed-to-seed spread. s_hi = sqrt(2) × the largest std over judge seeds of one input kind's "
+             "score (if a judge's errors on two image sets were independent); s_lo = the std over judge seeds of "
+             "the difference class-mean image − blurred photo, the two inputs that, like a generator's output, keep "
+             "the layout and lose the photo's texture (errors shared by two sets alike). Each cell: "
+             "the study's difference, then |difference| / s_lo and |difference| / s_hi.", "",
              "| Difference | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
              "|---|" + "---|" * len(METRICS),
-             "| s_J (judge-seed std) | " + " | ".join(f"{largest[m]:.4f} ({worst[m]})" for m in METRICS) + " |"]
+             "| s_lo | " + " | ".join(f"{low[m][0]:.4f} ({low[m][1]})" for m in METRICS) + " |",
+             "| s_hi | " + " | ".join(f"{high[m][0]:.4f} (sqrt(2) × {high[m][1]})" for m in METRICS) + " |"]
     for pair in study["paired"].values():
         name = f"{METHOD_LABELS[pair['method']]} − {METHOD_LABELS[pair['reference']]}"
-        cells = []
-        for m in METRICS:
-            diff = pair[m]["mean"]
-            ratio = abs(diff) / (math.sqrt(2) * largest[m]) if largest[m] > 0 else math.inf
-            cells.append(f"{diff:+.3f}, ratio {ratio:.1f}")
+        cells = [f"{pair[m]['mean']:+.3f}; {ratio(pair[m]['mean'], low[m][0])}, {ratio(pair[m]['mean'], high[m][0])}"
+                 for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
