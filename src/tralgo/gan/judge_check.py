@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tralgo.gan.data import CITYSCAPES_PALETTE, NUM_CLASSES, ProceduralScenes, to_unit_range
+from tralgo.gan.data import NUM_CLASSES, ProceduralScenes, labels_to_color, to_unit_range
 
 INPUT_KINDS = ("real", "label_map", "class_mean", "blurred", "shuffled_patches", "shuffled_pixels")
 INPUT_LABELS = {
@@ -75,8 +75,6 @@ def class_mean_image(labels: Tensor, colours: Tensor) -> Tensor:
 
 def label_map_image(labels: Tensor) -> Tensor:
     """The label map in Cityscapes' palette, in [-1, 1]: the generator's own input."""
-    from tralgo.gan.data import labels_to_color
-
     return torch.stack([to_unit_range(labels_to_color(label.numpy().astype(np.uint8))) for label in labels])
 
 
@@ -142,7 +140,7 @@ def judge_path(judges_dir: Path, seed: int) -> Path:
 def ensure_judge(judges_dir: Path, seed: int, config: dict, val_images: int, log=print) -> Path:
     """``judges_dir/judge_seed<seed>.pt``: loaded if there (its configuration must be ``config`` with
     this seed), else trained with ``config`` and this seed (result.json kept as judge_seed<seed>.json)."""
-    from tralgo.experiments.io import atomic_write_bytes
+    from tralgo.experiments.io import atomic_write_bytes, atomic_write_json
     from tralgo.gan.judge import train_judge
 
     path = judge_path(judges_dir, seed)
@@ -159,7 +157,7 @@ def ensure_judge(judges_dir: Path, seed: int, config: dict, val_images: int, log
         result = train_judge(tmp, size=config["size"], num_images=config["num_images"], iters=config["iters"],
                              batch_size=config["batch_size"], lr=config["lr"], width=config["width"], seed=seed,
                              val_images=val_images, log=log)
-        atomic_write_bytes(path.with_suffix(".json"), (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_json(path.with_suffix(".json"), result)
         atomic_write_bytes(path, (Path(tmp) / "judge.pt").read_bytes())
     return path
 
