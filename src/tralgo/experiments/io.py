@@ -2,7 +2,9 @@
 
 A write goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over
 the target: a reader sees the old file or the new one, never half of one, even if the process is
-killed mid-write.
+killed mid-write. Files get the mode the umask gives (not mkstemp's 0600); ``previous=`` keeps
+the file being replaced as a fallback; :func:`remove_stale_temp_files` clears what a ``kill -9``
+mid-write leaves; :class:`FolderLock` makes one process at a time the writer of a folder.
 """
 from __future__ import annotations
 

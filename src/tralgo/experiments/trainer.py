@@ -19,8 +19,12 @@ Run folder ``<out>/``:
 ``checkpoint.pt``
     model, optimizer (with tralgo's anchors and counters), scheduler, every rank's RNG states,
     epoch, step, wall_s; written atomically after each epoch's metrics line.
+``checkpoint.prev.pt``
+    the checkpoint before, rotated atomically; resumed from when checkpoint.pt is damaged.
 ``result.json``
     ``{"status": "finished" | "diverged", "epochs_completed", "final", "wall_s"}``.
+``lock``
+    held (flock) by the one process training in the folder; a second one fails at once.
 
 Distributed runs (``torchrun``) shard one seeded permutation per epoch into equal slices, one per
 rank; only rank 0 writes files and every logged number is all-reduced over ranks.
