@@ -944,21 +944,29 @@ def main(argv: list[str]) -> int:
         runner = SweepRunner(spec, out, workers=args.workers, **common)
     else:
         return _run_on_cluster(spec, out, args, common)
-    previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        summary = runner.run()
-    except (SpecError, OSError) as exc:
-        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+    summary = _run_until_stopped(runner)
+    if summary is None:
         return 2
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print(f"sweep: {summary['finished']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
           f"{summary['interrupted']} interrupted; wall {summary['wall_s']:.0f} s, run time {summary['busy_s']:.0f} s "
           f"on {summary['workers']} workers (utilization {summary['utilization']:.0%})")
     if summary["stopped"]:
         return 130
     return 1 if summary["failed"] else 0
+
+
+def _run_until_stopped(runner) -> dict | None:
+    """``runner.run()`` with SIGTERM/SIGINT asking it to stop (the previous handlers restored
+    afterwards); None, after printing the error, when the spec or the output folder fails."""
+    previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return runner.run()
+    except (SpecError, OSError) as exc:
+        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+        return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_on_cluster(spec: dict, out: Path, args, common: dict) -> int:
@@ -972,15 +980,9 @@ def _run_on_cluster(spec: dict, out: Path, args, common: dict) -> int:
     except ValueError as exc:
         print(f"tralgo sweep: error: {exc}", file=sys.stderr)
         return 2
-    previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        summary = runner.run()
-    except (SpecError, OSError) as exc:
-        print(f"tralgo sweep: error: {exc}", file=sys.stderr)
+    summary = _run_until_stopped(runner)
+    if summary is None:
         return 2
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     jobs = runner.submitted
     print(f"sweep: submitted {len(jobs)} {args.executor} job(s)"
           + (f" ({jobs[0]} ... {jobs[-1]})" if len(jobs) > 1 else f" ({jobs[0]})" if jobs else ""))
