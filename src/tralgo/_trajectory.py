@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tralgo import _functional as F
+from tralgo import _fused
 from tralgo._wrapper import OptimizerWrapper
 
 ANCHOR_KEY = "tralgo_anchor"
@@ -259,6 +260,17 @@ class TrajectoryRegularized(OptimizerWrapper):
 
     # Set by TRSGD / TRAdam / TRAdamW with fused="compiled": a tralgo._fused.CompiledKernel.
     _compiled_kernel = None
+
+    def _build(self, base_class: type, params: Any, fused: Any, update: Callable, base_kwargs: dict,
+               options: dict) -> None:
+        """The construction of TRSGD, TRAdam and TRAdamW: the base gets torch's ``fused``, or None
+        under ``fused="compiled"``, whose kernel (``update`` compiled) then takes the steps."""
+        check_fused(fused, differentiable=base_kwargs.get("differentiable", False),
+                    capturable=base_kwargs.get("capturable", False))
+        base = base_class(params, **base_kwargs, fused=None if fused == "compiled" else fused)
+        TrajectoryRegularized.__init__(self, base, **options)
+        if fused == "compiled":
+            self._compiled_kernel = _fused.CompiledKernel(update)
 
     def _compiled_group_step(self, plan: _GroupStep) -> bool:
         """Update the group with the compiled kernel; False when it must take the eager path."""

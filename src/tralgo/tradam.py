@@ -7,7 +7,7 @@ import math
 import torch
 
 from tralgo import _fused
-from tralgo._trajectory import TrajectoryRegularized, check_fused
+from tralgo._trajectory import TrajectoryRegularized
 
 
 class TRAdam(TrajectoryRegularized):
@@ -52,20 +52,12 @@ class TRAdam(TrajectoryRegularized):
         lam_scaling: str = "constant",
     ) -> None:
         self._build(
-            params, fused, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
-                                maximize=maximize, capturable=capturable, differentiable=differentiable,
-                                decoupled_weight_decay=decoupled_weight_decay),
+            self._base_class, params, fused, _fused.adam_tr_update,
+            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
+                 maximize=maximize, capturable=capturable, differentiable=differentiable,
+                 decoupled_weight_decay=decoupled_weight_decay),
             dict(lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling),
         )
-
-    def _build(self, params, fused, base_kwargs: dict, options: dict) -> None:
-        # TRAdam and TRAdamW differ only in their base's signature (AdamW has no
-        # decoupled_weight_decay argument): one construction for both.
-        check_fused(fused, differentiable=base_kwargs["differentiable"], capturable=base_kwargs["capturable"])
-        base = self._base_class(params, **base_kwargs, fused=None if fused == "compiled" else fused)
-        TrajectoryRegularized.__init__(self, base, **options)
-        if fused == "compiled":
-            self._compiled_kernel = _fused.CompiledKernel(_fused.adam_tr_update)
 
     def _run_compiled_kernel(self, group, params, grads, anchors, lr, coeff) -> bool:
         if group.get("capturable") or group.get("differentiable"):
@@ -126,8 +118,10 @@ class TRAdamW(TRAdam):
         inner_lr_decay: bool = True,
         lam_scaling: str = "constant",
     ) -> None:
+        # AdamW has no decoupled_weight_decay argument: its decay is always decoupled.
         self._build(
-            params, fused, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                                foreach=foreach, capturable=capturable, differentiable=differentiable),
+            self._base_class, params, fused, _fused.adam_tr_update,
+            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                 foreach=foreach, capturable=capturable, differentiable=differentiable),
             dict(lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from tralgo import _fused
-from tralgo._trajectory import TrajectoryRegularized, check_fused
+from tralgo._trajectory import TrajectoryRegularized
 
 
 class TRSGD(TrajectoryRegularized):
@@ -48,15 +48,12 @@ class TRSGD(TrajectoryRegularized):
         inner_lr_decay: bool = True,
         lam_scaling: str = "constant",
     ) -> None:
-        check_fused(fused, differentiable=differentiable)
-        base = torch.optim.SGD(
-            params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
-            fused=None if fused == "compiled" else fused,
+        self._build(
+            torch.optim.SGD, params, fused, _fused.sgd_tr_update,
+            dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                 maximize=maximize, foreach=foreach, differentiable=differentiable),
+            dict(lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling),
         )
-        super().__init__(base, lam=lam, inner_steps=inner_steps, inner_lr_decay=inner_lr_decay, lam_scaling=lam_scaling)
-        if fused == "compiled":
-            self._compiled_kernel = _fused.CompiledKernel(_fused.sgd_tr_update)
 
     def _run_compiled_kernel(self, group, params, grads, anchors, lr, coeff) -> bool:
         buffers = []
