@@ -313,9 +313,7 @@ class TrajectoryRegularized(OptimizerWrapper):
         plan = _GroupStep(group=group, k=k, coeff=coeff, lr=group["lr"])
         state = self.state
         refresh_params, refresh_anchors = [], []
-        low_precision = False
         for param in group["params"]:
-            low_precision = low_precision or param.dtype in _NO_FOLD_DTYPES
             anchor = state[param].get(ANCHOR_KEY) if param in state else None
             if anchor is not None:
                 if k == 0:
@@ -331,7 +329,8 @@ class TrajectoryRegularized(OptimizerWrapper):
                 plan.new_params.append(param)
                 plan.new_anchors.append(param.detach().clone(memory_format=torch.preserve_format))
         F.refresh_anchors(refresh_anchors, refresh_params, foreach=self._use_foreach(group))
-        if fold and coeff != 0.0 and not low_precision and not group.get("decoupled_weight_decay", False):
+        if (fold and coeff != 0.0 and not group.get("decoupled_weight_decay", False)
+                and not any(p.dtype in _NO_FOLD_DTYPES for p in group["params"])):
             plan.folded_weight_decay = group["weight_decay"]
         return plan
 
