@@ -169,6 +169,20 @@ def _float(text: str, where: str) -> float | None:
         raise ValueError(f"{where}: {text!r} is not a number") from None
 
 
+def read_csv_table(path: Path, columns: tuple[str, ...], what: str) -> list[dict]:
+    """The rows of the ``--from`` CSV at ``path``, refused unless it exists and has exactly
+    ``columns`` (``what`` names the file the option expects)."""
+    import csv
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--from: {str(path)!r} does not exist")
+    with path.open(newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    if not table or tuple(table[0]) != columns:
+        raise ValueError(f"--from: {str(path)!r} is not {what} (expected the columns {', '.join(columns)})")
+    return table
+
+
 def read_raw(path: str | Path) -> dict:
     """The summary (as ``summarise`` makes it) of a runs.csv and the per_class_iou.csv next to it."""
     import csv
@@ -176,13 +190,7 @@ def read_raw(path: str | Path) -> dict:
     from tralgo.gan.data import CITYSCAPES_CLASSES
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--from: {str(path)!r} does not exist")
-    with path.open(newline="", encoding="utf-8") as f:
-        table = list(csv.DictReader(f))
-    if not table or tuple(table[0]) != RUN_COLUMNS:
-        raise ValueError(f"--from: {str(path)!r} is not a runs.csv of tralgo gan compare "
-                         f"(expected the columns {', '.join(RUN_COLUMNS)})")
+    table = read_csv_table(path, RUN_COLUMNS, "a runs.csv of tralgo gan compare")
     class_path = path.with_name(PER_CLASS_CSV)
     if not class_path.is_file():
         raise FileNotFoundError(f"--from: {str(class_path)!r} (the class IoUs next to {path.name}) does not exist")

@@ -185,13 +185,10 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def read_csv(path: str | Path) -> list[dict]:
+    from tralgo.gan.compare import read_csv_table
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--from: {str(path)!r} does not exist")
-    with path.open(newline="", encoding="utf-8") as f:
-        table = list(csv.DictReader(f))
-    if not table or tuple(table[0]) != CSV_COLUMNS:
-        raise ValueError(f"--from: {str(path)!r} is not a {CSV_NAME} (expected the columns {', '.join(CSV_COLUMNS)})")
+    table = read_csv_table(path, CSV_COLUMNS, f"a {CSV_NAME}")
     rows = []
     for line, row in enumerate(table, start=2):
         where = f"{path}, line {line}"
