@@ -73,7 +73,8 @@ def unpack(archive: Path, root: Path) -> int:
                 raise SystemExit(f"snapshot_runs: refusing archive member {m.name!r}")
             if (root / m.name).exists():
                 continue  # never overwrite a run that is already here
-            tar.extract(m, root, filter="data")
+            # Members are checked above; tarfile's own "data" filter exists from Python 3.11.4 on.
+            tar.extract(m, root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return sum(1 for m in members if Path(m.name).name == "result.json")
 
 
