@@ -588,3 +588,49 @@ def test_a_malformed_time_to_target_is_one_error(tmp_path):
     with pytest.raises(sweep.SpecError, match="target must be"):
         sweep.load_spec(write(tmp_path, text))
     sweep.load_spec(write(tmp_path, text.replace("{metric='val_acc'}", "{metric='val_acc', value=0.9}")))
+
+
+def test_a_run_claimed_by_one_sweep_is_not_launched_by_another(tmp_path, fake_train):
+    # The window between "this run needs running" and the trainer taking its folder lock: a second
+    # sweep on the same out (or the same out spelled another way) must pick another run, not this one.
+    spec = sweep.load_spec(write(tmp_path, SPEC))
+    out = tmp_path / "runs"
+    quiet = dict(workers=1, command=fake_train, poll_s=0.02, echo=lambda *_: None)
+    first = sweep.SweepRunner(spec, out, **quiet)
+    second = sweep.SweepRunner(spec, tmp_path / "." / "runs", **quiet)
+    claimed = first._next_run()
+    assert claimed is not None
+    other = second._next_run()
+    assert other is not None and other.folder.resolve() != claimed.folder.resolve()
+    assert [f.resolve() for f in second.attempted] == [claimed.folder.resolve()]  # reported busy, skipped
+    # Once the first sweep has run it and let go, nobody starts it again: it is finished.
+    first._launch(claimed)
+    while first.active:
+        first._reap()
+    assert json.loads((claimed.folder / "result.json").read_text())["status"] == "finished"
+    third = sweep.SweepRunner(spec, out, **quiet)
+    assert all(r.folder != claimed.folder for r in iter(third._next_run, None))
+
+
+def test_two_sweeps_started_together_train_each_run_once(tmp_path):
+    # Real processes, as when a job scheduler starts the same sweep twice: every run starts once,
+    # none is recorded as failed, and together they finish the plan.
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN.replace("for epoch in range(1, args.epochs + 1):",
+                                       "import time\ntime.sleep(0.3)\nfor epoch in range(1, args.epochs + 1):"))
+    spec_path = write(tmp_path, SPEC)
+    script = textwrap.dedent(f"""
+        import sys
+        from tralgo.experiments import sweep
+        cmd = lambda run, resume: [sys.executable, {str(fake)!r}, *sweep.train_arguments(run, resume=resume)]
+        s = sweep.SweepRunner(sweep.load_spec({str(spec_path)!r}), sys.argv[1], workers=2, command=cmd, poll_s=0.01,
+                              echo=lambda *_: None).run()
+        print(s["finished"], s["failed"])
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, out], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+             for out in ("runs", str(tmp_path / "runs"))]
+    results = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(int(r[0]) for r in results) == 14 and all(r[1] == "0" for r in results)
+    folders = [p.parent for p in (tmp_path / "runs").rglob("result.json")]
+    assert len(folders) == 14 and all(len(starts(f)) == 1 for f in folders)

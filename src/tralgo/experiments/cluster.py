@@ -336,6 +336,7 @@ class ClusterSweepRunner(sweep.SweepRunner):
         for active in list(self.active):
             self.active.remove(active)
             active.log.close()
+            self._release_claim(active.run.folder)  # from here on the job's record says it is queued
 
     def _reap(self) -> None:
         if not self.cluster.wait:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tralgo.experiments import config as config_lib
-from tralgo.experiments.io import append_jsonl, atomic_write_json, folder_in_use
+from tralgo.experiments.io import FolderInUseError, FolderLock, append_jsonl, atomic_write_json, folder_in_use
 
 # A spec may set every TrainConfig field and the RunOptions marked ``spec`` (data_dir, device,
 # threads), by their names in experiments/config.py; the sweep itself sets the other run options.
@@ -73,6 +73,7 @@ STALE_SUFFIX = ".stale-"           # a folder whose settings no longer match the
 EVENTS_FILE = "sweep_events.jsonl"
 LOG_FILE = "train.log"
 PID_FILE = "train.pid"             # the training process of a run, so two sweeps never run it twice
+CLAIMS_DIR = ".claims"             # <out>/.claims/<run>.lock: held by the sweep that launches and watches a run
 
 
 class SpecError(ValueError):
@@ -669,6 +670,7 @@ class SweepRunner:
         self.code = code if code is not None else {**config_lib.code_version(), "allow_dirty": False}
         self.active: list[_Active] = []
         self.attempted: set[Path] = set()
+        self._claims: dict[Path, FolderLock] = {}
         self.counts = {"finished": 0, "diverged": 0, "failed": 0, "interrupted": 0}
         self.busy_s = 0.0
         self.session = f"{_iso(_now())}-{os.getpid()}"
@@ -691,10 +693,19 @@ class SweepRunner:
             changed = stale_differences(run)
             if not changed and run_status(run.folder) in DONE_STATUSES:
                 continue
-            if self._busy(run.folder):
+            claim = self._claim(run)
+            if claim is None or self._busy(run.folder):
+                if claim is not None:
+                    claim.release()
                 self.echo(f"busy    {run.folder} (a training process or job of another sweep holds it)")
                 self.attempted.add(run.folder)
                 continue
+            # Another sweep may have finished or re-planned it between our plan and our claim.
+            changed = stale_differences(run)
+            if not changed and run_status(run.folder) in DONE_STATUSES:
+                claim.release()
+                continue
+            self._claims[run.folder] = claim
             if changed:
                 moved = move_aside(run.folder)
                 self._event(event="stale", run=str(run.folder), moved_to=str(moved), differences=changed)
@@ -702,6 +713,24 @@ class SweepRunner:
                           f"moved to {moved.name}, running it again")
             return run
         return None
+
+    def _claim(self, run: Run) -> FolderLock | None:
+        """Hold ``run`` for this sweep from the check that it needs running until its process has
+        ended and been recorded: two sweeps on one ``out`` (started together, or ``out`` spelled
+        two ways) then never launch it twice, and a trainer refused by the folder lock is never
+        recorded as a failure of a run another process is training. None: another sweep holds it."""
+        folder, out = run.folder.resolve(), self.out.resolve()
+        parts = folder.relative_to(out).parts if folder.is_relative_to(out) else folder.parts[1:]
+        lock = FolderLock(self.out / CLAIMS_DIR, "sweep", "__".join(parts) + ".lock")
+        try:
+            return lock.acquire()
+        except FolderInUseError:
+            return None
+
+    def _release_claim(self, folder: Path) -> None:
+        claim = self._claims.pop(folder, None)
+        if claim is not None:
+            claim.release()
 
     def _record_failure(self, run: Run, returncode, wall_s: float, error: str) -> None:
         self.counts["failed"] += 1
@@ -769,6 +798,7 @@ class SweepRunner:
                 if rc == 0:
                     error += "\n(exit 0 but result.json does not say finished)"
                 self._record_failure(run, rc, wall, error)
+            self._release_claim(run.folder)
 
     def _terminate_all(self) -> None:
         for active in self.active:
@@ -810,6 +840,8 @@ class SweepRunner:
                 self._stop = True
                 self._terminate_all()
                 self._reap()
+            for folder in list(self._claims):
+                self._release_claim(folder)
             wall = _now() - started
             summary = {**self.counts, "wall_s": wall, "busy_s": self.busy_s, "workers": self.workers,
                        "utilization": self.busy_s / (self.workers * wall) if wall > 0 else 0.0,
