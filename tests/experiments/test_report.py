@@ -311,3 +311,32 @@ def test_declared_contrast_without_runs_is_listed_and_counts_in_the_family(tmp_p
     row = _finding(text, "| batch_size 8 | TRSGD − SGD ★ |")
     assert f"| {report._p(d.p)} | {report._p(min(1.0, 2 * d.p))} |" in row
     assert "family of 2 contrasts" in text
+
+
+def test_family_contrasts_are_shown_at_every_evaluated_epoch(tmp_path):
+    # TR is 4 pp behind at epoch 1 and exactly 2 pp ahead at the end (test_acc = acc * epoch/3
+    # in make_run); the lr drop is named so a reader sees whether a gap opens after it.
+    root = tmp_path / "runs"
+    for seed, a in enumerate(SGD, start=1):
+        sgd = make_run(root, "s", "sgd", seed, a)
+        tr = make_run(root, "s", "trsgd", seed, a + 0.02, role="tr", base="sgd", variant_index=1)
+        for folder, first in ((sgd, a / 3), (tr, a / 3 - 0.04)):
+            recs = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+            recs[0]["test_acc"] = first
+            recs[2]["lr"] = 0.01
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = report.build_report([root], tmp_path / "out", title="T", plots=False)
+    table = text[text.index("during training"):]
+    row = next(l for l in table.splitlines() if l.startswith("| batch_size 8 | TRSGD − SGD"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "-4.00 ± 0.00" and cells[4] == "+2.00 ± 0.00"
+    assert float(cells[3].split(" ± ")[0]) == pytest.approx(100 * 0.02 * 2 / 3, abs=0.01)
+    assert "changes after epoch 2 (0.1 → 0.01)" in table and "| ep 1 | ep 2 | ep 3 |" in table
+
+
+def test_no_epoch_table_for_runs_that_evaluated_once(tmp_path):
+    root = tmp_path / "runs"
+    for seed, a in enumerate(SGD, start=1):
+        make_run(root, "s", "sgd", seed, a, curve_len=1)
+        make_run(root, "s", "trsgd", seed, a + 0.02, role="tr", base="sgd", variant_index=1, curve_len=1)
+    assert "during training" not in report.build_report([root], tmp_path / "out", title="T", plots=False)

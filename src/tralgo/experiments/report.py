@@ -582,6 +582,61 @@ def comparison_table(entries: list[dict]) -> str:
     return note + "\n\n" + _md_table(header, rows)
 
 
+def _at_epoch(cell: Cell, epoch: int, metric: str = METRIC) -> dict:
+    """seed -> ``metric`` logged at ``epoch`` by the cell's finished runs."""
+    out = {}
+    for run in cell.runs:
+        if run.status != "finished":
+            continue
+        for rec in run.curve:
+            if rec.get("epoch") == epoch and rec.get(metric) is not None:
+                out[run.seed] = float(rec[metric])
+    return out
+
+
+def _lr_changes(cell: Cell) -> list[str]:
+    """Where the learning rate of ``cell``'s first finished run changes: 'after epoch E (a → b)'."""
+    run = next((r for r in cell.runs if r.status == "finished" and r.curve), None)
+    if run is None:
+        return []
+    out, previous = [], None
+    for rec in run.curve:
+        lr = rec.get("lr")
+        if lr is not None and previous is not None and lr != previous[1]:
+            out.append(f"after epoch {previous[0]} ({previous[1]:.3g} → {lr:.3g})")
+        if lr is not None:
+            previous = (rec.get("epoch"), lr)
+    return out
+
+
+def over_epochs_table(entries: list[dict], metric: str = METRIC) -> str:
+    """The family's contrasts at every epoch where both sides evaluated the test set: does a
+    difference appear, grow or vanish during training (e.g. after the learning-rate drops)?
+    Exploratory: one interval per epoch, no multiplicity correction. Empty when the runs
+    evaluated fewer than two epochs."""
+    family = [c for c in _entry_contrasts(entries) if c.in_family]
+    epochs = sorted({rec["epoch"] for c in family for cell in (c.a, c.b) for run in cell.runs
+                     if run.status == "finished" for rec in run.curve
+                     if rec.get(metric) is not None and isinstance(rec.get("epoch"), int)})
+    if len(epochs) < 2 or not family:
+        return ""
+    rows = []
+    for c in family:
+        row = [_point_text(c.a.point), c.name]
+        for epoch in epochs:
+            d = stats.paired_difference(_at_epoch(c.a, epoch, metric), _at_epoch(c.b, epoch, metric))
+            row.append("–" if d.n == 0 else f"{100 * d.mean:+.2f}" if d.n < 2 else
+                       f"{100 * d.mean:+.2f} ± {100 * d.half_width:.2f}")
+        rows.append(row)
+    drops = _lr_changes(family[0].b)
+    note = (f"The family's contrasts during training: paired difference of {metric.replace('_', ' ')} in pp at "
+            "each epoch where the test set was evaluated, mean ± half-width of its 95% interval "
+            "(exploratory: an interval per epoch, no multiplicity correction; the verdicts above use the "
+            "final epoch only)." + (f" Learning rate of {family[0].b.label}: changes {', '.join(drops)}."
+                                    if drops else ""))
+    return note + "\n\n" + _md_table(["configuration", "contrast", *[f"ep {e}" for e in epochs]], rows)
+
+
 def _detectable(c: Contrast) -> str:
     return (f"not distinguishable with {c.diff.n} seeds (smallest detectable difference "
             f"{_pp(c.mde)} pp; {c.diff.format(scale=100)} pp)")
@@ -996,6 +1051,9 @@ def build_report(paths: list[Path] | None, out: Path, *, title: str, command: st
         if entries:
             body += ["TR against its base and against each control (paired over seeds, percentage points):", "",
                      comparison_table(entries), ""]
+            during = over_epochs_table(entries)
+            if during:
+                body += [during, ""]
         if study.cells:
             body += ["Cost of each configuration (means over its finished runs):", "", cost_table(study), ""]
         if study.tuning:
