@@ -804,25 +804,44 @@ def plot_jobs(study: Study, out: Path) -> list[PlotJob]:
     return jobs
 
 
+MAX_LEGEND_IN_PANEL = 7   # more lines than this: the legend goes below the panels
+LOG_SCALE_RATIO = 20.0    # a loss panel whose means span more than this factor is drawn on a log axis
+
+
 def draw(job: PlotJob) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    lines = max((len(series) for _, series in job.panels), default=0)
+    many = lines > MAX_LEGEND_IN_PANEL  # a legend that would hide the first panel goes below the figure
+    legend_rows = math.ceil(lines / 3) if many else 0
+    height = 3.8 + 0.22 * legend_rows
+    fig, axes = plt.subplots(1, 4, figsize=(16, height))
     for ax, (name, series) in zip(axes, job.panels):
-        for label, xs, means, stds in series:
-            (handle,) = ax.plot(xs, means, marker="o", ms=3, label=label)
+        for i, (label, xs, means, stds) in enumerate(series):
+            # matplotlib's cycle has 10 colours: lines beyond it are dashed, not look-alikes
+            (handle,) = ax.plot(xs, means, marker="o", ms=3, label=label, linestyle="-" if i < 10 else "--")
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                             color=handle.get_color(), alpha=0.2, linewidth=0)
+        positive = [m for _, _, means, _ in series for m in means if m > 0]
+        if "loss" in name and positive and max(positive) > LOG_SCALE_RATIO * min(positive):
+            ax.set_yscale("log")  # a loss that falls by decades (training to convergence)
+            name += " (log scale)"
         ax.set_title(name)
         ax.set_xlabel(job.x_label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
     fig.suptitle(job.title, fontsize=10)
     # Fixed margins: tight_layout would draw every figure twice.
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.84, wspace=0.22)
+    if many:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+        bottom = (0.14 * 3.8 + 0.22 * legend_rows + 0.1) / height
+        fig.subplots_adjust(left=0.04, right=0.99, bottom=bottom, top=1 - 0.16 * 3.8 / height, wspace=0.22)
+    else:
+        axes[0].legend(fontsize=7)
+        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.84, wspace=0.22)
     fig.savefig(job.path, dpi=80)
     plt.close(fig)
 
