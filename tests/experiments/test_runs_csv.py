@@ -303,5 +303,6 @@ def test_cost_and_time_to_target_per_configuration(tmp_path):
     row = rows(text, "| - | SGD, with a comma | 3/3 |")[-1]
     assert row == "| - | SGD, with a comma | 3/3 | 36 | 0.06 | 2/3 | 30 |"  # median of 24 and 36 steps
     assert "reached test_acc ≥ 0.55" in text
+    assert "counted at the evaluations of test_acc (every 12 steps)" in text  # the resolution is said
     run = report.load_run(root / "s" / "sgd" / "seed-3")
     assert report.steps_to_target(run, "test_acc", 0.55) is None

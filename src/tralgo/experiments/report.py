@@ -996,7 +996,23 @@ def cost_table(study: Study) -> str:
             middle = (reached[(len(reached) - 1) // 2] + reached[len(reached) // 2]) / 2 if reached else None
             row += [f"{len(reached)}/{len(cell.runs)}", "–" if middle is None else f"{middle:.0f}"]
         rows.append(row)
-    return _md_table(header, rows)
+    table = _md_table(header, rows)
+    if not target:
+        return table
+    gaps: set[int] = set()
+    for run in study_runs(study):
+        steps = [int(rec["step"]) for rec in run.curve
+                 if rec.get(target["metric"]) is not None and rec.get("step") is not None]
+        gaps.update(b - a for a, b in zip(steps, steps[1:]))
+    gaps = sorted(gaps)
+    spacing = (f"every {gaps[0]} steps" if len(gaps) == 1 else f"every {gaps[0]}-{gaps[-1]} steps") if gaps else ""
+    return table + ("\n\nSteps to target are counted at the evaluations of " + target["metric"] +
+                    (f" ({spacing})" if spacing else "") + ", so they are resolved to the evaluation interval.")
+
+
+def study_runs(study: Study) -> list[RunRecord]:
+    """The runs of the study's cells (tuning runs not included)."""
+    return [r for c in study.ordered_cells() for r in c.runs]
 
 
 def code_lines(runs: list[RunRecord]) -> list[str]:
