@@ -128,3 +128,36 @@ def test_usage_errors_are_one_line(capsys):
         main(["train", "--run", "x", "--optimizer", "sgd"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "invalid choice: 'sgd'" in err
+
+
+def test_saved_outputs_let_any_judge_rescore_a_study_without_its_generators(tmp_path, judge_dir):
+    # A study's committed records (no checkpoint.pt) are enough to score it again: the 8-bit
+    # validation outputs are what the FCN-score and L1 read, so the same judge gives the same
+    # eval.json and another judge scores the very same images.
+    import shutil
+
+    import numpy as np
+
+    from tralgo.gan.evaluate import OUTPUTS_FILE, from_images
+
+    study = tmp_path / "study"
+    argv = ["compare", "--out", str(study), "--seeds", "1", "--methods", "adam", "tradam", *TINY_ARGS]
+    assert main([*argv, "--judge", str(judge_dir)]) == 0
+    run = study / "runs" / "tradam_seed1"
+    with np.load(run / OUTPUTS_FILE) as saved:
+        images = saved["images"]
+    assert images.dtype == np.uint8 and images.shape == (4, 32, 32, 3)
+    assert torch.equal(from_images(images[:1])[0], torch.from_numpy(images[0]).permute(2, 0, 1).float() / 127.5 - 1)
+    before = json.loads((run / "eval.json").read_text())
+    assert before["images"] == "8-bit"
+    records = tmp_path / "records"
+    shutil.copytree(study, records, ignore=shutil.ignore_patterns("checkpoint.pt", "samples", "eval.json", "judge"))
+    assert not (records / "runs" / "tradam_seed1" / "checkpoint.pt").exists()
+    assert main([*argv, "--out", str(records), "--judge", str(judge_dir)]) == 0
+    assert json.loads((records / "runs" / "tradam_seed1" / "eval.json").read_text()) == before
+    assert (records / "table.md").read_text() == (study / "table.md").read_text()
+    other = tmp_path / "other_judge"
+    train_judge(other, size=32, num_images=8, iters=3, batch_size=4, width=4, val_images=4, seed=7, log=lambda _: None)
+    assert main([*argv, "--out", str(records), "--judge", str(other)]) == 0
+    rescored = json.loads((records / "runs" / "tradam_seed1" / "eval.json").read_text())
+    assert rescored["judge_sha256"] != before["judge_sha256"] and rescored["val_l1"] == before["val_l1"]

@@ -18,9 +18,8 @@ import numpy as np
 
 from tralgo.experiments.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from tralgo.gan.data import png_bytes, to_image
-from tralgo.gan.evaluate import EVAL_FILE, evaluate_run, file_digest
-from tralgo.gan.train import GANConfig, val_tensors, build_datasets, generate, inner_decay_equivalent_lr, \
-    load_generator, train
+from tralgo.gan.evaluate import EVAL_FILE, evaluate_run, file_digest, val_outputs
+from tralgo.gan.train import GANConfig, val_tensors, build_datasets, inner_decay_equivalent_lr, load_config, train
 
 METHODS = ("adam", "tradam", "adam_equiv_lr")
 METHOD_LABELS = {"adam": "Adam", "tradam": "TRAdam", "adam_equiv_lr": "Adam, lr x H_S/S"}
@@ -355,13 +354,13 @@ def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: s
     out = Path(out)
     rows = None
     for method in methods:
-        G, config = load_generator(run_dir_of(out, method, seed))
-        _, val = build_datasets(config)
-        inputs, reals = val_tensors(val, count)
-        fakes = generate(G, inputs, seed=0)
+        run_dir = run_dir_of(out, method, seed)
+        fakes = val_outputs(run_dir)[:count]  # the images the FCN-score read
         if rows is None:
+            _, val = build_datasets(load_config(run_dir))
+            inputs, reals = val_tensors(val, count)
             rows = [np.concatenate([to_image(x) for x in inputs], 1), np.concatenate([to_image(x) for x in reals], 1)]
-        rows.append(np.concatenate([to_image(x) for x in fakes], 1))
+        rows.append(np.concatenate(list(fakes), 1))
     names = ["label map", "real photo", *(METHOD_LABELS[m] for m in methods)]
     path = Path(path) if path else out / f"comparison_seed{seed}.png"
     atomic_write_bytes(path, png_bytes(_with_row_names(np.concatenate(rows, 0), names, scale=2)))

@@ -376,15 +376,21 @@ def _truncate_metrics(path: Path, upto: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in kept))
 
 
+def load_config(run_dir: str | Path, device: str = "cpu") -> GANConfig:
+    """The run's config (config.json), to be used on ``device``."""
+    config_path = Path(run_dir) / CONFIG_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a GAN run folder (no config.json)")
+    return GANConfig(**{**json.loads(config_path.read_text()), "device": device})
+
+
 def load_generator(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, GANConfig]:
     """The generator of a run's checkpoint and the run's config."""
     run_dir = Path(run_dir)
     config_path, checkpoint_path = run_dir / CONFIG_FILE, run_dir / CHECKPOINT_FILE
     if not config_path.exists() or not checkpoint_path.exists():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a trained GAN run (no config.json / checkpoint.pt)")
-    saved = json.loads(config_path.read_text())
-    saved["device"] = device
-    config = GANConfig(**saved)
+    config = load_config(run_dir, device)
     G, _ = build_networks(config)
     G.load_state_dict(torch.load(checkpoint_path, map_location=device, weights_only=False)["G"])
     return G.to(device), config
