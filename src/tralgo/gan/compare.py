@@ -327,26 +327,36 @@ def format_table(summary: dict) -> str:
 
 
 def _paired_ci_table(summary: dict) -> list[str]:
-    """The paired differences as 95% t-intervals with the smallest detectable difference: what the
-    seeds can and cannot tell apart (a difference inside its interval's reach is not "no effect")."""
+    """The paired differences as 95% t-intervals with the paired t-test's p-value, Holm-adjusted over
+    every difference of the table (the study's family), and the smallest detectable difference: what
+    the seeds can and cannot tell apart (a difference inside its interval's reach is not "no effect")."""
     from tralgo.experiments import stats
 
-    lines = ["", "The same paired differences as a 95% Student-t interval over the seeds, and the smallest true "
-             f"difference that many pairs detect (power {stats.POWER}, two-sided α = {stats.ALPHA}, from the observed "
-             "spread of the differences):", "",
+    metrics = (*((m, 3) for m in METRICS), ("val_l1", 4))
+    diffs = [[stats.mean_ci95(row[metric]["values"]) for metric, _ in metrics] for row in summary["paired"].values()]
+    adjusted = iter(stats.holm([d.p for row in diffs for d in row]))
+    family = sum(len(row) for row in diffs)
+    lines = ["", "The same paired differences as a 95% Student-t interval over the seeds, the paired t-test's p-value "
+             f"with Holm's adjustment over the table's {family} differences, and the smallest true difference that "
+             f"many pairs detect (power {stats.POWER}, two-sided α = {stats.ALPHA}, from the observed spread of the "
+             "differences):", "",
              "| Difference | Per-pixel acc. | Per-class acc. | Class IoU | val L1 |", "|---|---|---|---|---|"]
-    for row in summary["paired"].values():
+    for row, row_diffs in zip(summary["paired"].values(), diffs):
         cells = []
-        for metric, digits in (*((m, 3) for m in METRICS), ("val_l1", 4)):
-            d = stats.mean_ci95(row[metric]["values"])
+        for (metric, digits), d in zip(metrics, row_diffs):
+            holm = next(adjusted)
             if d.n < 2:
                 cells.append(f"{d.mean:+.{digits}f} (1 pair)")
                 continue
-            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}], "
-                         f"detectable {d.mde():.{digits}f}")
+            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}], p {_p(d.p)} "
+                         f"(Holm {_p(holm)}), detectable {d.mde():.{digits}f}")
         name = f"{METHOD_LABELS[row['method']]} − {METHOD_LABELS[row['reference']]}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: str | Path | None = None) -> Path:
