@@ -56,6 +56,9 @@ def pack(root: Path, archive: Path) -> int:
                     if path.is_file() and path.name not in LEFT_OUT and not path.name.endswith(".tmp"):
                         add(path)
         tmp.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp.name, 0o666 & ~umask)  # NamedTemporaryFile makes it 0600; an archive is a shared file
         os.replace(tmp.name, archive)
     except BaseException:
         tmp.close()

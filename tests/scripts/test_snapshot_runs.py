@@ -1,6 +1,8 @@
 """experiments/snapshot_runs.py: finished runs' records survive a move to a new machine."""
 import importlib.util
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,9 @@ def test_pack_keeps_finished_records_only_and_unpack_never_overwrites(tmp_path):
     assert snapshot_runs.pack(root, archive) == 2
     first = archive.read_bytes()
     assert snapshot_runs.pack(root, archive) == 2 and archive.read_bytes() == first  # deterministic
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o666 & ~umask  # the umask's mode, not a temp file's 0600
 
     new = tmp_path / "new"
     (new / "s/a/seed-1").mkdir(parents=True)
