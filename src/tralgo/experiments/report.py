@@ -530,10 +530,7 @@ def _apply_family(study: Study, contrasts: list[Contrast], untested: int = 0) ->
                 c.seeds_needed = -1
 
 
-def _p(p: float) -> str:
-    if math.isnan(p):
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+_p = stats.format_p
 
 
 def _pp(x: float) -> str:

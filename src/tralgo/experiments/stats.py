@@ -44,6 +44,13 @@ def _check_values(values: Sequence[float], name: str) -> list[float]:
     return out
 
 
+def format_p(p: float) -> str:
+    """A p-value for a table: three decimals, "<0.001" below that, "–" where there is none (NaN)."""
+    if math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def mean(values: Sequence[float]) -> float:
     values = _check_values(values, "values")
     if not values:

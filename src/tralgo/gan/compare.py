@@ -348,15 +348,11 @@ def _paired_ci_table(summary: dict) -> list[str]:
             if d.n < 2:
                 cells.append(f"{d.mean:+.{digits}f} (1 pair)")
                 continue
-            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}], p {_p(d.p)} "
-                         f"(Holm {_p(holm)}), detectable {d.mde():.{digits}f}")
+            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}], p {stats.format_p(d.p)} "
+                         f"(Holm {stats.format_p(holm)}), detectable {d.mde():.{digits}f}")
         name = f"{METHOD_LABELS[row['method']]} − {METHOD_LABELS[row['reference']]}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def comparison_grid(out: str | Path, methods, seed: int, count: int = 6, path: str | Path | None = None) -> Path:
