@@ -975,10 +975,13 @@ def steps_to_target(run: RunRecord, metric: str, value: float) -> int | None:
 
 def cost_table(study: Study) -> str:
     """Per configuration: what a run costs (optimizer steps, training + evaluation time as the
-    trainer measures it) and, with ``[study.report] target = { metric, value }``, how many seeds
-    reach the target and in how many steps (the median over those that do), as AlgoPerf scores."""
+    trainer measures it), how far it fitted its training data (final train accuracy: mean, and the
+    lowest seed, which is what "converged" has to hold for) and, with ``[study.report] target =
+    { metric, value }``, how many seeds reach the target and in how many steps (the median over
+    those that do), as AlgoPerf scores."""
     target = study.report.get("target")
-    header = ["configuration", "variant", "finished runs", "steps per run", "train + eval min per run"]
+    header = ["configuration", "variant", "finished runs", "steps per run", "train + eval min per run",
+              "final train acc % mean (lowest)"]
     if target:
         header += [f"reached {target['metric']} ≥ {target['value']:g}", "median steps to target"]
     rows = []
@@ -986,8 +989,10 @@ def cost_table(study: Study) -> str:
         done = [r for r in cell.runs if r.status == "finished" and r.final]
         steps = [float(r.final["step"]) for r in done if r.final.get("step") is not None]
         wall = [float(r.final["wall_s"]) / 60 for r in done if r.final.get("wall_s") is not None]
+        fit = [100 * float(r.final["train_acc"]) for r in done if r.final.get("train_acc") is not None]
         row = [_point_text(cell.point), cell.label, f"{len(done)}/{len(cell.runs)}",
-               f"{stats.mean(steps):.0f}" if steps else "–", f"{stats.mean(wall):.2f}" if wall else "–"]
+               f"{stats.mean(steps):.0f}" if steps else "–", f"{stats.mean(wall):.2f}" if wall else "–",
+               f"{stats.mean(fit):.2f} ({min(fit):.2f})" if fit else "–"]
         if target:
             reached = sorted(s for r in cell.runs if (s := steps_to_target(r, target["metric"], target["value"])) is not None)
             middle = (reached[(len(reached) - 1) // 2] + reached[len(reached) // 2]) / 2 if reached else None
