@@ -203,6 +203,27 @@ def test_plots_are_written_and_linked(headline, tmp_path):
     assert f"]({pngs[0]})" in text
 
 
+def test_many_arms_are_drawn_in_one_figure_per_base_optimizer(tmp_path):
+    # Eleven arms in the converged study: TR arms and controls go with the optimizer they are
+    # compared with (their base chain's root), a tuned SGD with SGD, Adam's arms in their own figure.
+    root = tmp_path / "runs"
+    arms = [("sgd", "sgd", None), ("trsgd", "trsgd", "sgd"), ("lam0", "trsgd", "sgd"), ("meanlr", "sgd", "sgd"),
+            ("sgd-tuned", "sgd", None), ("trsgd-tuned", "trsgd", "sgd-tuned"),
+            ("adam", "adam", None), ("tradam", "tradam", "adam")]
+    for index, (variant, optimizer, base) in enumerate(arms):
+        folder = make_run(root, "c", variant, 1, 0.8, role="tr" if base else "base", base=base, variant_index=index)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "optimizer": optimizer}))
+    study = report.group(report.load_runs([root])[0])["c"]
+    figures = dict(report.plot_lines(study))
+    assert sorted(figures) == ["batch_size 8, base optimizer adam", "batch_size 8, base optimizer sgd"]
+    assert sorted(figures["batch_size 8, base optimizer adam"]) == ["ADAM", "TRADAM"]
+    assert len(figures["batch_size 8, base optimizer sgd"]) == 6
+    # as many arms as one legend holds: one figure, as before
+    study.variant_rank = {v: i for i, v in enumerate(["sgd", "trsgd", "adam"])}
+    assert len(report.plot_lines(study)) == 1
+
+
 def test_shared_run_appears_in_each_study_and_pivot_table(tmp_path):
     root = tmp_path / "runs"
     opts = {"pivot": "batch_size"}

@@ -746,20 +746,47 @@ def _curve_band(runs: list[RunRecord], x_key: str, y_key: str):
     return xs, means, stds
 
 
+MAX_LEGEND_IN_PANEL = 7   # more lines than this: the legend goes below the panels
+LOG_SCALE_RATIO = 20.0    # a loss panel whose means span more than this factor is drawn on a log axis
+
+
+def _base_optimizer(study: Study) -> dict[str, str]:
+    """variant -> the optimizer of the variant at the root of its ``base`` chain (TR and control arms
+    go with the optimizer they are compared with; a tuned SGD with SGD)."""
+    base = {c.variant: c.base for c in study.cells.values()}
+    optimizer = {c.variant: next((str(r.config.get("optimizer", "")) for r in c.runs), "") for c in study.cells.values()}
+    out = {}
+    for variant in base:
+        root, seen = variant, set()
+        while base.get(root) in base and root not in seen:
+            seen.add(root)
+            root = base[root]
+        out[variant] = optimizer.get(root) or root
+    return out
+
+
 def plot_lines(study: Study) -> list[tuple[str, dict[str, list[RunRecord]]]]:
-    """Figures of a study: (title, {line label: runs}); lines differ in ``lines_by``."""
+    """Figures of a study: (title, {line label: runs}); lines differ in ``lines_by``.
+
+    With lines by variant, no ``plot_variants`` and more variants than one legend holds, the arms
+    are drawn in one figure per base optimizer (SGD's arms, Adam's arms): eleven curves on one
+    axis would hide the comparisons the study makes, which are all within a family."""
     lines_by = study.report.get("lines_by", "variant")
     wanted = study.report.get("plot_variants")
     figures: dict[tuple, dict[str, list[RunRecord]]] = {}
     cells = study.ordered_cells()
     if lines_by != "variant":
         cells.sort(key=lambda c: _label_key(dict(c.point).get(lines_by, "")))
+    family = _base_optimizer(study)
+    by_family = (lines_by == "variant" and not wanted and len(study.variant_rank) > MAX_LEGEND_IN_PANEL
+                 and len(set(family.values())) > 1)
     for cell in cells:
         variant, point = cell.variant, cell.point
         if wanted and variant not in wanted:
             continue
         if lines_by == "variant":
-            fig_key, line = point, cell.label
+            fig_key = point + ((("base optimizer", family[variant]),) if by_family else ())
+            line = cell.label
         else:
             fig_key = tuple(p for p in point if p[0] != lines_by) + (("variant", variant),)
             line = f"{lines_by} {dict(point).get(lines_by, '?')}"
@@ -799,10 +826,6 @@ def plot_jobs(study: Study, out: Path) -> list[PlotJob]:
                             f"{study.report.get('figure', study.name)} — {title} (mean ± std over seeds)",
                             x_key, tuple(panels)))
     return jobs
-
-
-MAX_LEGEND_IN_PANEL = 7   # more lines than this: the legend goes below the panels
-LOG_SCALE_RATIO = 20.0    # a loss panel whose means span more than this factor is drawn on a log axis
 
 
 def draw(job: PlotJob) -> None:
