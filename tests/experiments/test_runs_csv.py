@@ -316,7 +316,7 @@ def test_cost_and_time_to_target_per_configuration(tmp_path):
         sweep_run(root, "s", "sgd", seed, acc, report_opts=target)
     text = report.build_report([root], tmp_path / "out", title="T", plots=False)
     row = rows(text, "| - | SGD, with a comma | 3/3 |")[-1]
-    # final train accuracy = acc: mean 71.33, lowest seed 50 (a "converged" claim must hold for it);
+    # last-epoch train accuracy = acc: mean 71.33, lowest seed 50 (a "converged" claim must hold for it);
     # median of 24 and 36 steps to target
     assert row == "| - | SGD, with a comma | 3/3 | 36 | 0.06 | 71.33 (50.00) | 2/3 | 30 |"
     assert "reached test_acc ≥ 0.55" in text

@@ -998,13 +998,14 @@ def steps_to_target(run: RunRecord, metric: str, value: float) -> int | None:
 
 def cost_table(study: Study) -> str:
     """Per configuration: what a run costs (optimizer steps, training + evaluation time as the
-    trainer measures it), how far it fitted its training data (final train accuracy: mean, and the
-    lowest seed, which is what "converged" has to hold for) and, with ``[study.report] target =
+    trainer measures it), how far it fitted its training data (the last epoch's train accuracy, as
+    the trainer counts it over that epoch's minibatches in train mode: mean, and the lowest seed,
+    which is what "converged" has to hold for) and, with ``[study.report] target =
     { metric, value }``, how many seeds reach the target and in how many steps (the median over
     those that do), as AlgoPerf scores."""
     target = study.report.get("target")
     header = ["configuration", "variant", "finished runs", "steps per run", "train + eval min per run",
-              "final train acc % mean (lowest)"]
+              "last-epoch train acc % mean (lowest)"]
     if target:
         header += [f"reached {target['metric']} ≥ {target['value']:g}", "median steps to target"]
     rows = []
