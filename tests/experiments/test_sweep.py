@@ -350,6 +350,37 @@ def test_changed_spec_does_not_reuse_an_interrupted_folder(tmp_path, fake_train)
     assert (first.parent / (first.name + ".stale-1") / "metrics.jsonl").is_file()
 
 
+def test_status_shows_running_runs_and_the_time_left(tmp_path, capsys):
+    spec_text = _lr_spec(0.1).replace("epochs = 1", "epochs = 4").replace("seed = [1, 2]", "seed = [1, 2, 3]")
+    spec_text += '[[study.variant]]\nname = "trsgd"\noptimizer = "trsgd"\nlr = 0.1\n'
+    out = tmp_path / "runs"
+    runs, _ = sweep.plan(sweep.load_spec(write(tmp_path, spec_text)), out)
+    folder = {(r.variant, r.grid["seed"]): r.folder for r in runs}
+    for (variant, seed), wall in {("sgd", "1"): 100.0, ("sgd", "2"): 300.0, ("trsgd", "1"): 1000.0}.items():
+        folder[variant, seed].mkdir(parents=True)
+        (folder[variant, seed] / "result.json").write_text(json.dumps({"status": "finished", "wall_s": wall}))
+    # trsgd seed 2: half its epochs done, its trainer alive (a process whose command line names the folder)
+    half = folder["trsgd", "2"]
+    half.mkdir(parents=True)
+    (half / "checkpoint.pt").write_bytes(b"")
+    (half / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(half)])
+    try:
+        (half / sweep.PID_FILE).write_text(str(trainer.pid))
+        assert sweep.main([str(tmp_path / "spec.toml"), "--out", str(out), "--status", "--workers", "2"]) == 0
+        text = capsys.readouterr().out
+        assert "finished 3  new 2  running 1" in text
+    finally:
+        trainer.kill()
+        trainer.wait()
+    # left: sgd seed 3 at sgd's mean (200 s), trsgd seed 3 at trsgd's (1000 s), half of trsgd seed 2 (500 s)
+    assert "left: 3 runs, about 0.5 h of run time at the finished runs' pace, 0.2 h on 2 workers" in text
+    states = {r.folder: sweep.run_status(r.folder) for r in runs}
+    assert sweep.time_left(runs, states) == (3, pytest.approx(1700.0))
+    assert sweep.main([str(tmp_path / "spec.toml"), "--out", str(out), "--status"]) == 0
+    assert "finished 3  interrupted 1  new 2" in capsys.readouterr().out  # its trainer has ended
+
+
 def test_status_counts_a_changed_run_as_stale(tmp_path, fake_train, capsys):
     out = tmp_path / "runs"
     sweep.SweepRunner(sweep.load_spec(write(tmp_path, _lr_spec(0.01))), out, workers=2, command=fake_train,

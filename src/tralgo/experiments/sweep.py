@@ -889,7 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="TOML spec file, e.g. experiments/specs/cpu.toml")
     p.add_argument("--out", help="root folder of the run folders (default: the spec's 'out', else runs/<spec name>)")
     p.add_argument("--workers", type=_positive_int("--workers"), default=1,
-                   help="number of training processes run at the same time (default 1)")
+                   help="number of training processes run at the same time (default 1; with --status: "
+                        "the time left is estimated for this many)")
     p.add_argument("--only", help="comma-separated study names to run (default: all, in file order)")
     p.add_argument("--dry-run", action="store_true", help="print one command per run instead of running them")
     p.add_argument("--launcher", choices=("torchrun", "python"), default="torchrun",
@@ -899,7 +900,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launch-until", type=_parse_until,
                    help="start no new run after this time (HH:MM UTC or ISO date-time); running ones finish")
     p.add_argument("--max-runs", type=_positive_int("--max-runs"), help="start at most this many runs")
-    p.add_argument("--status", action="store_true", help="print how many runs of each study are done, failed, pending")
+    p.add_argument("--status", action="store_true",
+                   help="print how many runs of each study are done, running, failed, pending, and the time left")
     p.add_argument("--allow-dirty", action="store_true",
                    help="run although the tralgo checkout has uncommitted changes (recorded in each run's "
                         "sweep.json; the report flags such runs)")
@@ -923,17 +925,63 @@ def _print_dry_run(runs: list[Run], notes: list[str], args) -> None:
         print(f"# {note}")
 
 
-def _print_status(runs: list[Run], notes: list[str]) -> None:
+def _finished_wall_s(folder: Path) -> float | None:
+    try:
+        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        return float(result["wall_s"]) if result.get("status") == "finished" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _fraction_done(run: Run) -> float:
+    """Epochs logged / epochs planned, for an interrupted or running run (0 when unknown)."""
+    try:
+        lines = (run.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        return min(1.0, int(json.loads(lines[-1])["epoch"]) / int(run.options["epochs"]))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError):
+        return 0.0
+
+
+def time_left(runs: list[Run], states: dict[Path, str]) -> tuple[int, float] | None:
+    """(runs left, seconds of run time they need), each left run estimated by the finished runs of
+    its variant (its study's, else all finished runs, where its variant has none yet) times the
+    part of its epochs still to train; None before any run has finished."""
+    walls: dict[tuple, list[float]] = {}
+    for run in runs:
+        if states[run.folder] == "finished" and (wall := _finished_wall_s(run.folder)) is not None:
+            for key in ((run.study, run.tuning, run.variant), (run.study, run.tuning), ()):
+                walls.setdefault(key, []).append(wall)
+    if not walls:
+        return None
+    left = [r for r in runs if states[r.folder] in ("new", "interrupted", "running")]
+    total = 0.0
+    for run in left:
+        same = next(walls[k] for k in ((run.study, run.tuning, run.variant), (run.study, run.tuning), ()) if k in walls)
+        total += sum(same) / len(same) * (1.0 - _fraction_done(run))
+    return len(left), total
+
+
+def _print_status(runs: list[Run], notes: list[str], workers: int = 1) -> None:
     table: dict[str, dict[str, int]] = {}
+    states: dict[Path, str] = {}
     for run in runs:
         key = run.study + (" (tuning)" if run.tuning else "")
         row = table.setdefault(key, {})
         status = run_status(run.folder)
-        if status != "new" and stale_differences(run):
+        if status == "interrupted" and _held_by_live_process(run.folder):
+            status = "running"  # read from its pid file: a status probe never takes a run's lock
+        elif status != "new" and stale_differences(run):
             status = "stale (other settings; will rerun)"
+        states[run.folder] = status
         row[status] = row.get(status, 0) + 1
     for key, row in table.items():
         print(f"{key:<28} " + "  ".join(f"{k} {v}" for k, v in sorted(row.items())))
+    estimate = time_left(runs, states)
+    if estimate is not None and estimate[0]:
+        count, seconds = estimate
+        print(f"left: {count} runs, about {seconds / 3600:.1f} h of run time at the finished runs' pace, "
+              f"{seconds / 3600 / workers:.1f} h on {workers} worker{'s' if workers > 1 else ''}"
+              + (" (not counting the runs below)" if notes else ""))
     for note in notes:
         print(f"# {note}")
 
@@ -961,7 +1009,7 @@ def main(argv: list[str]) -> int:
             sys.stderr.close()
         return 0
     if args.status:
-        _print_status(runs, notes)
+        _print_status(runs, notes, args.workers)
         return 0
     code = {**config_lib.code_version(), "allow_dirty": args.allow_dirty}
     if code["git_dirty"] and not args.allow_dirty:
