@@ -946,17 +946,20 @@ def time_left(runs: list[Run], states: dict[Path, str]) -> tuple[int, float] | N
     """(runs left, seconds of run time they need), each left run estimated by the finished runs of
     its variant (its study's, else all finished runs, where its variant has none yet) times the
     part of its epochs still to train; None before any run has finished."""
+    def keys(run: Run) -> tuple:  # from the closest kind of finished run to any
+        return (run.study, run.tuning, run.variant), (run.study, run.tuning), ()
+
     walls: dict[tuple, list[float]] = {}
     for run in runs:
         if states[run.folder] == "finished" and (wall := _finished_wall_s(run.folder)) is not None:
-            for key in ((run.study, run.tuning, run.variant), (run.study, run.tuning), ()):
+            for key in keys(run):
                 walls.setdefault(key, []).append(wall)
     if not walls:
         return None
     left = [r for r in runs if states[r.folder] in ("new", "interrupted", "running")]
     total = 0.0
     for run in left:
-        same = next(walls[k] for k in ((run.study, run.tuning, run.variant), (run.study, run.tuning), ()) if k in walls)
+        same = next(walls[k] for k in keys(run) if k in walls)
         total += sum(same) / len(same) * (1.0 - _fraction_done(run))
     return len(left), total
 
