@@ -38,9 +38,7 @@ def family_spreads(runs: list[report.RunRecord], study_name: str) -> list[dict]:
             out.append({"contrast": f"{c.a.variant} - {c.b.variant}", "point": report._point_text(c.a.point),
                         "pairs": c.diff.n, "std": c.diff.std if c.diff.n >= 2 else None,
                         "seeds_needed": c.seeds_needed})
-    declared = {tuple(p) for p in study.report["contrasts"]}
-    tested = {tuple(row["contrast"].split(" - ")) for row in out}
-    for a, b in sorted(declared - tested):
+    for a, b in report._untested_contrasts(study, entries):
         out.append({"contrast": f"{a} - {b}", "point": "-", "pairs": 0, "std": None, "seeds_needed": None})
     return out
 
