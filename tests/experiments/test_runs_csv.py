@@ -2,6 +2,7 @@
 byte, grouping of folders not made by a sweep by every differing setting, and code-version flags."""
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,32 @@ def test_runs_csv_is_written_atomically(study_runs, tmp_path, monkeypatch):
     assert csv_path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "runs.csv"]
 
 
+def test_a_gz_runs_csv_is_compressed_reproducible_and_reads_back_the_same(study_runs, tmp_path):
+    import gzip
+
+    plain, packed = tmp_path / "runs.csv", tmp_path / "again" / "runs.csv.gz"
+    direct = report.build_report([study_runs], tmp_path / "a", title="T", plots=False, export_csv=plain)
+    report.build_report([study_runs], tmp_path / "b", title="T", plots=False, export_csv=packed)
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+    assert len(packed.read_bytes()) < len(plain.read_bytes()) / 3
+    first = packed.read_bytes()
+    time.sleep(1.1)  # gzip stamps the time in seconds unless told not to
+    runs_csv.write_runs_csv(runs_csv.read_runs_csv(packed), packed)
+    assert packed.read_bytes() == first
+    assert report.build_report(None, tmp_path / "c", title="T", plots=False,
+                               runs=runs_csv.read_runs_csv(packed)) == direct
+    assert report.main(["--from", str(packed), "--out", str(tmp_path / "d"), "--no-plots", "--title", "T"]) == 0
+    assert (tmp_path / "d" / "report.md").read_text() == direct
+
+
+def test_a_truncated_gz_runs_csv_is_one_error_naming_it(study_runs, tmp_path, capsys):
+    packed = tmp_path / "runs.csv.gz"
+    report.build_report([study_runs], tmp_path / "a", title="T", plots=False, export_csv=packed)
+    packed.write_bytes(packed.read_bytes()[:-20])
+    assert report.main(["--from", str(packed), "--out", str(tmp_path / "o")]) == 2
+    assert f"{packed} ends in .gz but is not a complete gzip file" in capsys.readouterr().err
+
+
 def test_report_from_a_file_that_is_not_a_runs_csv_is_one_error(tmp_path, capsys):
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n1,2\n")
@@ -247,13 +274,21 @@ def _drawn_by_this_matplotlib(png: Path) -> bool:
         return image.info.get("Software", "").startswith(f"Matplotlib version{matplotlib.__version__},")
 
 
+def committed_runs_csv(folder: Path) -> Path:
+    """A results folder's raw data: runs.csv, or runs.csv.gz for a large study."""
+    found = [folder / name for name in ("runs.csv", "runs.csv.gz") if (folder / name).is_file()]
+    assert len(found) == 1, f"{folder}: want one of runs.csv, runs.csv.gz, found {[p.name for p in found]}"
+    return found[0]
+
+
 def regenerate(folder: Path, out: Path) -> list[str]:
-    """Rebuild ``folder``'s report from its runs.csv into ``out``; the names of files that differ
+    """Rebuild ``folder``'s report from its runs.csv(.gz) into ``out``; the names of files that differ
     (plots only where the installed matplotlib is the one that drew the committed ones)."""
     committed = (folder / "report.md").read_text(encoding="utf-8")
     title = committed.splitlines()[0].removeprefix("# ")
     pngs = sorted(folder.glob("*.png"))
-    report.build_report(None, out, title=title, plots=bool(pngs), runs=runs_csv.read_runs_csv(folder / "runs.csv"))
+    report.build_report(None, out, title=title, plots=bool(pngs),
+                        runs=runs_csv.read_runs_csv(committed_runs_csv(folder)))
     drawn = sorted(p.name for p in out.glob("*.png"))
     missing_or_extra = sorted(set(drawn) ^ {p.name for p in pngs})
     same_version = all(_drawn_by_this_matplotlib(p) for p in pngs)
@@ -262,10 +297,10 @@ def regenerate(folder: Path, out: Path) -> list[str]:
                                if not (folder / n).is_file() or (folder / n).read_bytes() != (out / n).read_bytes()]
 
 
-@pytest.mark.parametrize("folder", sorted(p.parent for p in RESULTS.glob("*/runs.csv")) or [None],
+@pytest.mark.parametrize("folder", sorted({p.parent for p in RESULTS.glob("*/runs.csv*")}) or [None],
                          ids=lambda p: p.name if p else "none")
 def test_committed_results_regenerate_from_their_runs_csv(folder, tmp_path):
-    # Every docs/results/<name>/ with a runs.csv: `tralgo report --from runs.csv` gives its report.md
+    # Every docs/results/<name>/ with a runs.csv(.gz): `tralgo report --from` it gives its report.md
     # and plots byte for byte (the title is the report's first line).
     if folder is None:
         pytest.skip("no docs/results/*/runs.csv committed yet")

@@ -1166,11 +1166,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "plots. The same runs give the same report.md from either source.")
     p.add_argument("runs", nargs="*", help="run folders, or folders searched recursively for run folders")
     p.add_argument("--from", dest="from_csv", metavar="RUNS_CSV",
-                   help="build the report from a runs.csv (written by --export-csv) instead of run folders")
+                   help="build the report from a runs.csv (written by --export-csv; a name ending in .gz is read "
+                        "gzip-compressed) instead of run folders")
     p.add_argument("--out", required=True, help="folder for report.md and the plots")
     p.add_argument("--export-csv", metavar="PATH",
                    help="also write every run's settings and per-epoch metrics to PATH (one row per run, study "
-                        "membership and epoch), from which --from rebuilds this report")
+                        "membership and epoch), from which --from rebuilds this report; a PATH ending in .gz is written "
+                        "gzip-compressed")
     p.add_argument("--title", default="tralgo report", help="heading of the report")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (tables only)")
     p.add_argument("--spec", help="the sweep spec of RUNS: adds a coverage table of planned runs that did not "
