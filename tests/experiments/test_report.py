@@ -101,7 +101,7 @@ def test_findings_name_the_control_that_explains_the_gain(tmp_path):
     assert "The gain is explained by LAM0 (TR − it equivalent within ±1.00 pp" in finding
     # TR is significantly better than accumulation, which is not an explanation.
     assert "ACCUM" not in finding.split("explained by")[1].split(".")[0]
-    assert "TR beats: ACCUM" in finding
+    assert "TR vs ACCUM: better (+7.30 [" in finding
     d = stats.paired_difference({s: a + 0.02 + 0.001 * s for s, a in enumerate(SGD, 1)},
                                 {s: a + 0.02 + 0.001 * (6 - s) for s, a in enumerate(SGD, 1)})
     tost = stats.holm([d.tost_p(0.01), 1.0, 1.0])[0]  # the least the Holm-adjusted TOST p can be
@@ -138,6 +138,47 @@ def test_declared_contrast_between_non_tr_variants_is_reported(tmp_path):
     assert "better (+7." in _finding(text, "- batch_size 8: LAM0 vs ACCUM")
     # TR - SGD is now outside the family: numbers, but no claim.
     assert "exploratory, not in the study's family" in _finding(text, "- batch_size 8: TRSGD vs SGD")
+
+
+def _two_tr_one_control(root: Path, report_opts: dict, grid: dict | None = None) -> Path:
+    """TRSGD and PULL (both TR on SGD) share the control LAM0; TRSGD - LAM0 is within +-0.4 pp."""
+    for seed, a in enumerate(SGD, start=1):
+        make_run(root, "s", "sgd", seed, a, report_opts=report_opts, grid=grid)
+        make_run(root, "s", "trsgd", seed, a + 0.002 * (seed - 3), role="tr", base="sgd", variant_index=1,
+                 report_opts=report_opts, grid=grid)
+        make_run(root, "s", "pull", seed, a + 0.001 * seed, role="tr", base="sgd", variant_index=2,
+                 report_opts=report_opts, grid=grid)
+        make_run(root, "s", "lam0", seed, a + 0.0003 * seed, role="control", base="sgd", variant_index=3,
+                 report_opts=report_opts, grid=grid)
+    return root
+
+
+def test_a_control_shared_by_two_tr_variants_is_one_contrast(tmp_path):
+    # LAM0 - SGD is shown by both TR entries; declared, it must be one row and one family member.
+    opts = {"equivalence_margin": 0.01, "contrasts": [["lam0", "sgd"], ["trsgd", "lam0"]]}
+    text = report.build_report([_two_tr_one_control(tmp_path / "runs", opts)], tmp_path / "out", title="T",
+                               plots=False)
+    assert sum(line.startswith("| batch_size 8 | LAM0 − SGD ★ |") for line in text.splitlines()) == 1
+    assert "family of 2 contrasts, Holm-corrected" in text
+
+
+def test_findings_give_the_verdict_of_every_family_control(tmp_path):
+    # TRSGD is not better than SGD, so nothing is "explained"; its declared contrast with the
+    # control is still a claim of the study (equivalent) and the findings must say it.
+    opts = {"equivalence_margin": 0.01, "contrasts": [["trsgd", "sgd"], ["trsgd", "lam0"]]}
+    text = report.build_report([_two_tr_one_control(tmp_path / "runs", opts)], tmp_path / "out", title="T",
+                               plots=False)
+    finding = _finding(text, "- batch_size 8: TRSGD vs SGD")
+    assert "TR vs LAM0: equivalent within ±1.00 pp (" in finding and "explained by" not in finding
+
+
+def test_a_study_without_grid_axes_has_no_configuration_column(tmp_path):
+    opts = {"equivalence_margin": 0.01, "contrasts": [["trsgd", "sgd"]]}
+    text = report.build_report([_two_tr_one_control(tmp_path / "runs", opts, grid={})], tmp_path / "out",
+                               title="T", plots=False)
+    assert "| variant | test acc % mean ± std (n) |" in text and "| configuration |" not in text
+    assert "| - |" not in text and "\n- -:" not in text
+    assert _finding(text, "- TRSGD vs SGD: ") and _finding(text, "- Highest mean test accuracy: ")
 
 
 def test_better_only_after_holm_over_the_family(tmp_path):

@@ -74,8 +74,8 @@ def test_a_hyperparameter_of_tr_that_differs_names_the_variant(tmp_path):
     plain_run(root, "tr-decay", 0.71, optimizer="trsgd", inner_lr_decay=True)
     plain_run(root, "tr-nodecay", 0.72, optimizer="trsgd", inner_lr_decay=False)
     text = report.build_report([root], tmp_path / "out", title="T", plots=False)
-    assert rows(text, "| - | trsgd-lam0.2-inverse_lr-S10-inner_lr_decayTrue |")
-    assert rows(text, "| - | trsgd-lam0.2-inverse_lr-S10-inner_lr_decayFalse |")
+    assert rows(text, "| trsgd-lam0.2-inverse_lr-S10-inner_lr_decayTrue |")
+    assert rows(text, "| trsgd-lam0.2-inverse_lr-S10-inner_lr_decayFalse |")
 
 
 # -- code versions ---------------------------------------------------------------------------
@@ -350,10 +350,10 @@ def test_cost_and_time_to_target_per_configuration(tmp_path):
     for seed, acc in ((1, 0.84), (2, 0.80), (3, 0.50)):
         sweep_run(root, "s", "sgd", seed, acc, report_opts=target)
     text = report.build_report([root], tmp_path / "out", title="T", plots=False)
-    row = rows(text, "| - | SGD, with a comma | 3/3 |")[-1]
+    row = rows(text, "| SGD, with a comma | 3/3 |")[-1]
     # last-epoch train accuracy = acc: mean 71.33, lowest seed 50 (a "converged" claim must hold for it);
     # median of 24 and 36 steps to target
-    assert row == "| - | SGD, with a comma | 3/3 | 36 | 0.06 | 71.33 (50.00) | 2/3 | 30 |"
+    assert row == "| SGD, with a comma | 3/3 | 36 | 0.06 | 71.33 (50.00) | 2/3 | 30 |"
     assert "reached test_acc ≥ 0.55" in text
     assert "counted at the evaluations of test_acc (every 12 steps)" in text  # the resolution is said
     run = report.load_run(root / "s" / "sgd" / "seed-3")

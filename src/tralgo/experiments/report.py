@@ -319,6 +319,19 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _configuration_table(header: list[str], rows: list[list[str]], points: list[tuple]) -> str:
+    """A table whose first column names each row's grid point ("configuration"); a study without
+    grid axes (besides seeds) has one unnamed point, so the column would only repeat "-": drop it."""
+    if points and not any(points):
+        header, rows = header[1:], [row[1:] for row in rows]
+    return _md_table(header, rows)
+
+
+def _prefix(point: tuple) -> str:
+    """'batch_size 8: ' before a finding about that grid point; nothing when the study has no axes."""
+    return f"{_point_text(point)}: " if point else ""
+
+
 def _base_cell(study: Study, cell: Cell) -> Cell | None:
     if cell.base is None:
         return None
@@ -332,14 +345,15 @@ def _base_cell(study: Study, cell: Cell) -> Cell | None:
 def study_table(study: Study) -> str:
     header = ["configuration", "variant", "test acc % mean ± std (n)", "diverged", "failed/unfinished",
               "paired diff vs base, pp [95% CI] (pairs)"]
-    rows = []
+    rows, points = [], []
     for point in study.points():
         for variant in study.variant_order:
             cell = study.cell(variant, point)
             if cell is None:
                 continue
             rows.append([_point_text(point)] + cell_row(cell, _base_cell(study, cell)))
-    return _md_table(header, rows)
+            points.append(point)
+    return _configuration_table(header, rows, points)
 
 
 def pivot_table(study: Study, axis: str) -> str:
@@ -456,6 +470,16 @@ def comparisons(study: Study) -> list[dict]:
     """Every TR cell against its base and against each control of the same base and point, plus the
     study's declared contrasts; the family gets Holm's correction (see ``_apply_family``)."""
     margin = study.report.get("equivalence_margin")
+    # One Contrast per (a, b, point), however many entries show it: two TR variants with the same
+    # controls share "control − base", which must be one row and, if declared, one family member.
+    made: dict[tuple, Contrast] = {}
+
+    def contrast(a: Cell, b: Cell) -> Contrast:
+        key = (a.variant, b.variant, a.point)
+        if key not in made:
+            made[key] = _contrast(a, b, margin)
+        return made[key]
+
     out = []
     ordered = study.ordered_cells()
     for cell in ordered:
@@ -464,21 +488,19 @@ def comparisons(study: Study) -> list[dict]:
         base = _base_cell(study, cell)
         if base is None:
             continue
-        entry = {"cell": cell, "base": base, "vs_base": _contrast(cell, base, margin), "controls": [],
+        entry = {"cell": cell, "base": base, "vs_base": contrast(cell, base), "controls": [],
                  "declared": False}
         for other in ordered:
             if other.role == "control" and other.base == cell.base and other.point == cell.point:
-                entry["controls"].append({"cell": other, "control_vs_base": _contrast(other, base, margin),
-                                          "tr_vs_control": _contrast(cell, other, margin)})
+                entry["controls"].append({"cell": other, "control_vs_base": contrast(other, base),
+                                          "tr_vs_control": contrast(cell, other)})
         out.append(entry)
-    shown = {(c.a.variant, c.b.variant, c.a.point): c for c in _entry_contrasts(out)}
     for a_name, b_name in study.report.get("contrasts") or []:
         for point in study.points():
             a, b = study.cell(a_name, point), _cell_of(study, b_name, point)
-            if a is None or b is None or (a_name, b_name, point) in shown:
+            if a is None or b is None or (a_name, b_name, point) in made:
                 continue
-            shown[(a_name, b_name, point)] = c = _contrast(a, b, margin)
-            out.append({"cell": a, "base": b, "vs_base": c, "controls": [], "declared": True})
+            out.append({"cell": a, "base": b, "vs_base": contrast(a, b), "controls": [], "declared": True})
     _apply_family(study, _entry_contrasts(out), untested=len(_untested_contrasts(study, out)))
     return out
 
@@ -490,12 +512,12 @@ def _untested_contrasts(study: Study, entries: list[dict]) -> list[tuple[str, st
 
 
 def _entry_contrasts(entries: list[dict]) -> list[Contrast]:
-    out = []
+    """The entries' contrasts in order of appearance, each once (entries share control − base)."""
+    out: dict[int, Contrast] = {}
     for e in entries:
-        out.append(e["vs_base"])
-        for c in e["controls"]:
-            out += [c["control_vs_base"], c["tr_vs_control"]]
-    return out
+        for c in [e["vs_base"]] + [x for ctl in e["controls"] for x in (ctl["control_vs_base"], ctl["tr_vs_control"])]:
+            out.setdefault(id(c), c)
+    return list(out.values())
 
 
 def _apply_family(study: Study, contrasts: list[Contrast], untested: int = 0) -> None:
@@ -550,11 +572,7 @@ def _tost_text(c: Contrast) -> str:
 def comparison_table(entries: list[dict]) -> str:
     """One row per contrast: paired difference with CI, t-test p (Holm-adjusted for the declared
     family, marked ★), the TOST verdict at the study's margin and the detectable difference."""
-    contrasts = []
-    for e in entries:
-        contrasts.append(e["vs_base"])
-        for c in e["controls"]:
-            contrasts += [c["control_vs_base"], c["tr_vs_control"]]
+    contrasts = _entry_contrasts(entries)
     margin = next((c.margin for c in contrasts if c.margin), None)
     family_size = next((c.family_size for c in contrasts if c.in_family), 0)
     header = ["configuration", "contrast (★ = family)", "diff pp [95% CI] (pairs)", "p", "Holm p",
@@ -576,7 +594,7 @@ def comparison_table(entries: list[dict]) -> str:
             + (" Seeds for ±margin: paired seeds the equivalence test needs to pass with power "
                f"{stats.POWER} at the same level if the true difference were 0 and the spread as observed "
                "(a power analysis for a follow-up study)." if margin else ""))
-    return note + "\n\n" + _md_table(header, rows)
+    return note + "\n\n" + _configuration_table(header, rows, [c.a.point for c in contrasts])
 
 
 def _at_epoch(cell: Cell, epoch: int, metric: str = METRIC) -> dict:
@@ -631,7 +649,8 @@ def over_epochs_table(entries: list[dict], metric: str = METRIC) -> str:
             "(exploratory: an interval per epoch, no multiplicity correction; the verdicts above use the "
             "final epoch only)." + (f" Learning rate of {family[0].b.label}: changes {', '.join(drops)}."
                                     if drops else ""))
-    return note + "\n\n" + _md_table(["configuration", "contrast", *[f"ep {e}" for e in epochs]], rows)
+    return note + "\n\n" + _configuration_table(["configuration", "contrast", *[f"ep {e}" for e in epochs]], rows,
+                                                [c.a.point for c in family])
 
 
 def _detectable(c: Contrast) -> str:
@@ -661,7 +680,7 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
     margin = study.report.get("equivalence_margin")
     for e in entries:
         cell, base, c = e["cell"], e["base"], e["vs_base"]
-        text = f"{_point_text(cell.point)}: {cell.label} vs {base.label}: {_verdict(c)}."
+        text = f"{_prefix(cell.point)}{cell.label} vs {base.label}: {_verdict(c)}."
         if e["controls"] and c.different and c.diff.mean > 0:
             explaining = [x for x in e["controls"] if x["tr_vs_control"].equivalent]
             if explaining:
@@ -671,19 +690,15 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
             elif not margin:
                 text += (" Whether a control explains it is not tested: the study declares no "
                          "equivalence_margin.")
-            beaten = [x["cell"].label for x in e["controls"] if x["tr_vs_control"].different
-                      and x["tr_vs_control"].diff.mean > 0]
-            if beaten:
-                text += " TR beats: " + "; ".join(beaten) + "."
-        open_controls = [x for x in e["controls"] if x["tr_vs_control"].in_family and x["tr_vs_control"].diff.n >= 2
-                         and not x["tr_vs_control"].different and not x["tr_vs_control"].equivalent]
-        if open_controls:
-            text += " TR vs " + "; ".join(f"{x['cell'].label}: {_detectable(x['tr_vs_control'])}"
-                                          for x in open_controls) + "."
-        better_controls = [x["cell"].label for x in e["controls"]
-                           if x["tr_vs_control"].different and x["tr_vs_control"].diff.mean < 0]
-        if better_controls:
-            text += " Significantly better than TR: " + "; ".join(better_controls) + "."
+        else:
+            explaining = []
+        # TR − control contrasts of the family, each with its verdict (better, worse, equivalent or
+        # what was detectable); "explained by" above already says the equivalent ones of a gain.
+        judged = [x for x in e["controls"] if x["tr_vs_control"].in_family and x["tr_vs_control"].diff.n >= 2
+                  and not any(x is y for y in explaining)]
+        if judged:
+            text += " TR vs " + "; ".join(f"{x['cell'].label}: {_verdict(x['tr_vs_control'])}"
+                                          for x in judged) + "."
         diverged = cell.count("diverged") + base.count("diverged")
         if diverged:
             text += f" Diverged runs: {cell.count('diverged')} of {len(cell.runs)} ({cell.label}), " \
@@ -698,7 +713,8 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
                   for v in study.variant_order if (c := study.cell(v, point)) is not None and c.values()]
         if len(ranked) > 1:
             best = max(ranked)
-            lines.append(f"{_point_text(point)}: highest mean test accuracy: {best[1]} ({100 * best[0]:.2f}%).")
+            text = f"highest mean test accuracy: {best[1]} ({100 * best[0]:.2f}%)."
+            lines.append(_prefix(point) + text if point else text[0].upper() + text[1:])
     return lines
 
 
@@ -1008,8 +1024,8 @@ def cost_table(study: Study) -> str:
               "last-epoch train acc % mean (lowest)"]
     if target:
         header += [f"reached {target['metric']} ≥ {target['value']:g}", "median steps to target"]
-    rows = []
-    for cell in study.ordered_cells():
+    rows, cells = [], study.ordered_cells()
+    for cell in cells:
         done = [r for r in cell.runs if r.status == "finished" and r.final]
         steps = [float(r.final["step"]) for r in done if r.final.get("step") is not None]
         wall = [float(r.final["wall_s"]) / 60 for r in done if r.final.get("wall_s") is not None]
@@ -1022,7 +1038,7 @@ def cost_table(study: Study) -> str:
             middle = (reached[(len(reached) - 1) // 2] + reached[len(reached) // 2]) / 2 if reached else None
             row += [f"{len(reached)}/{len(cell.runs)}", "–" if middle is None else f"{middle:.0f}"]
         rows.append(row)
-    table = _md_table(header, rows)
+    table = _configuration_table(header, rows, [cell.point for cell in cells])
     if not target:
         return table
     gaps: set[int] = set()
