@@ -762,7 +762,8 @@ def _curve_band(runs: list[RunRecord], x_key: str, y_key: str):
     return xs, means, stds
 
 
-MAX_LEGEND_IN_PANEL = 7   # more lines than this: the legend goes below the panels
+MAX_LEGEND_IN_PANEL = 4   # more lines than this, or a longer label than the next: the legend goes below
+MAX_LABEL_IN_PANEL = 32   # the panels (inside the first one it hides curves)
 LOG_SCALE_RATIO = 20.0    # a loss panel whose means span more than this factor is drawn on a log axis
 
 
@@ -851,8 +852,9 @@ def draw(job: PlotJob) -> None:
     import matplotlib.pyplot as plt
 
     lines = max((len(series) for _, series in job.panels), default=0)
-    many = lines > MAX_LEGEND_IN_PANEL  # a legend that would hide the first panel goes below the figure
-    legend_rows = math.ceil(lines / 3) if many else 0
+    longest = max((len(s[0]) for _, series in job.panels for s in series), default=0)
+    many = lines > MAX_LEGEND_IN_PANEL or longest > MAX_LABEL_IN_PANEL  # would hide the first panel's curves
+    legend_rows = math.ceil(lines / 3) if many else 0  # three labels per row below the figure
     height = 3.8 + 0.22 * legend_rows
     fig, axes = plt.subplots(1, 4, figsize=(16, height))
     for ax, (name, series) in zip(axes, job.panels):
