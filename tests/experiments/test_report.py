@@ -244,6 +244,12 @@ def test_plots_are_written_and_linked(headline, tmp_path):
     assert f"]({pngs[0]})" in text
 
 
+def test_a_study_without_grid_axes_draws_one_figure_named_after_it(tmp_path):
+    study = report.group(report.load_runs([_two_tr_one_control(tmp_path / "runs", {}, grid={})])[0])["s"]
+    [job] = report.plot_jobs(study, tmp_path / "out")
+    assert job.path.name == "s__all.png" and job.title == "s (mean ± std over seeds)"
+
+
 def test_many_arms_are_drawn_in_one_figure_per_base_optimizer(tmp_path):
     # Eleven arms in the converged study: TR arms and controls go with the optimizer they are
     # compared with (their base chain's root), a tuned SGD with SGD, Adam's arms in their own figure.

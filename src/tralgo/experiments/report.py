@@ -808,7 +808,7 @@ def plot_lines(study: Study) -> list[tuple[str, dict[str, list[RunRecord]]]]:
             fig_key = tuple(p for p in point if p[0] != lines_by) + (("variant", variant),)
             line = f"{lines_by} {dict(point).get(lines_by, '?')}"
         figures.setdefault(fig_key, {}).setdefault(line, []).extend(cell.runs)
-    return [(_point_text(k), v) for k, v in figures.items()]
+    return [(_point_text(k) if k else "", v) for k, v in figures.items()]  # "": the study's only figure
 
 
 def _slug(text: str) -> str:
@@ -840,7 +840,8 @@ def plot_jobs(study: Study, out: Path) -> list[PlotJob]:
                     series.append((label, xs, means, stds))
             panels.append((name, series))
         jobs.append(PlotJob(out / f"{_slug(study.name)}__{_slug(title)}.png",
-                            f"{study.report.get('figure', study.name)} — {title} (mean ± std over seeds)",
+                            f"{study.report.get('figure', study.name)}{f' — {title}' if title else ''} "
+                            "(mean ± std over seeds)",
                             x_key, tuple(panels)))
     return jobs
 
