@@ -515,8 +515,10 @@ def _entry_contrasts(entries: list[dict]) -> list[Contrast]:
     """The entries' contrasts in order of appearance, each once (entries share control − base)."""
     out: dict[int, Contrast] = {}
     for e in entries:
-        for c in [e["vs_base"]] + [x for ctl in e["controls"] for x in (ctl["control_vs_base"], ctl["tr_vs_control"])]:
-            out.setdefault(id(c), c)
+        out.setdefault(id(e["vs_base"]), e["vs_base"])
+        for ctl in e["controls"]:
+            for c in (ctl["control_vs_base"], ctl["tr_vs_control"]):
+                out.setdefault(id(c), c)
     return list(out.values())
 
 
@@ -681,6 +683,7 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
     for e in entries:
         cell, base, c = e["cell"], e["base"], e["vs_base"]
         text = f"{_prefix(cell.point)}{cell.label} vs {base.label}: {_verdict(c)}."
+        explaining = []
         if e["controls"] and c.different and c.diff.mean > 0:
             explaining = [x for x in e["controls"] if x["tr_vs_control"].equivalent]
             if explaining:
@@ -690,8 +693,6 @@ def findings(study: Study, entries: list[dict]) -> list[str]:
             elif not margin:
                 text += (" Whether a control explains it is not tested: the study declares no "
                          "equivalence_margin.")
-        else:
-            explaining = []
         # TR − control contrasts of the family, each with its verdict (better, worse, equivalent or
         # what was detectable); "explained by" above already says the equivalent ones of a gain.
         judged = [x for x in e["controls"] if x["tr_vs_control"].in_family and x["tr_vs_control"].diff.n >= 2
